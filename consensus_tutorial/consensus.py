@@ -1,0 +1,163 @@
+"""From dynamic gates to one static mask: the consensus.
+
+Per gated unit j, the running firing rate ``r_j`` (an EMA of ``mean_b g_bj``, kept by
+each gate) gives the static mask ``m_j = 1[r_j >= threshold]``. Two guards make the
+mask usable for surgery:
+
+* ``min_channels`` (default 1): a channel gate keeps at least this many channels (the
+  ones with the highest rates), so a layer cannot collapse;
+* ``round_to`` (optional, e.g. 8): the number of kept channels of a channel gate is
+  rounded up to a multiple of it (hardware-friendly widths).
+
+Block gates (layer gating) are left as they are: closing a whole block is allowed.
+
+The *disagreement rate* is the share of (sample, unit) decisions of the live gates that
+differ from the mask: 0 means the dynamic gates already agree on one sub-network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .gates import Gate
+
+Masks = dict[str, torch.Tensor]
+
+
+def gate_modules(model: nn.Module) -> dict[str, Gate]:
+    """All gate modules of ``model`` by qualified name (e.g. ``"stages.0.1.gate"``), in order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, Gate)}
+
+
+def _require_gates(model: nn.Module) -> dict[str, Gate]:
+    gates = gate_modules(model)
+    if not gates:
+        raise ValueError(
+            "the model has no gate modules: build it with gating='layer' or gating='channel'."
+        )
+    return gates
+
+
+def _top_units(rate: torch.Tensor, count: int) -> torch.Tensor:
+    """Bool mask of the ``count`` units with the highest rates (ties: lower index first)."""
+    order = sorted(range(rate.numel()), key=lambda j: (-float(rate[j]), j))
+    mask = torch.zeros(rate.numel(), dtype=torch.bool)
+    mask[order[:count]] = True
+    return mask
+
+
+def consensus_masks(
+    model: nn.Module,
+    threshold: float = 0.5,
+    *,
+    min_channels: int = 1,
+    round_to: int | None = None,
+) -> Masks:
+    """Static masks ``m_j = 1[r_j >= threshold]`` from every gate's firing rate.
+
+    Args:
+        model: a gated model.
+        threshold: firing-rate threshold in [0, 1].
+        min_channels: fewest channels a channel gate keeps (0 allows a layer to close fully).
+        round_to: round each channel gate's kept count up to a multiple of this.
+
+    Returns:
+        {gate name: bool tensor of shape (C,)} on the CPU.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1]; got {threshold!r}.")
+    if min_channels < 0:
+        raise ValueError(f"min_channels must be >= 0; got {min_channels!r}.")
+    if round_to is not None and round_to < 1:
+        raise ValueError(f"round_to must be a positive integer or None; got {round_to!r}.")
+    masks = {}
+    for name, gate in _require_gates(model).items():
+        rate = gate.firing_rate.detach().float().cpu()
+        mask = rate >= threshold
+        if getattr(gate, "unit", "channel") == "channel":
+            kept = max(int(mask.sum()), min(min_channels, gate.units))
+            if round_to is not None and kept > 0:
+                kept = min(gate.units, math.ceil(kept / round_to) * round_to)
+            if kept != int(mask.sum()):
+                mask = _top_units(rate, kept)
+        masks[name] = mask
+    return masks
+
+
+def _check_masks(gates: Mapping[str, Gate], masks: Mapping[str, torch.Tensor]) -> None:
+    missing = [n for n in gates if n not in masks]
+    unknown = [n for n in masks if n not in gates]
+    if missing or unknown:
+        raise ValueError(
+            "masks must have one entry per gate module (see ct.gate_modules(model)); "
+            f"missing: {missing[:4]}{'...' if len(missing) > 4 else ''}, "
+            f"unknown: {unknown[:4]}{'...' if len(unknown) > 4 else ''}."
+        )
+
+
+def freeze_gates(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Make every gate return its constant mask (the gated model then computes the
+    sub-network). Returns ``model`` for chaining."""
+    gates = _require_gates(model)
+    _check_masks(gates, masks)
+    for name, gate in gates.items():
+        gate.freeze(masks[name])
+    return model
+
+
+def unfreeze_gates(model: nn.Module) -> nn.Module:
+    """Undo :func:`freeze_gates`: the gates decide from their inputs again."""
+    for gate in gate_modules(model).values():
+        gate.unfreeze()
+    return model
+
+
+def frozen_masks(model: nn.Module) -> Masks | None:
+    """The masks of a model whose gates are all frozen; None if any gate is live."""
+    gates = gate_modules(model)
+    if not gates or not all(bool(g.frozen) for g in gates.values()):
+        return None
+    return {n: g.mask.detach().cpu().bool() for n, g in gates.items()}
+
+
+@torch.no_grad()
+def disagreement_rate(
+    model: nn.Module, batches: Iterable[torch.Tensor | tuple], masks: Mapping[str, torch.Tensor]
+) -> float:
+    """Share of (sample, unit) live gate decisions that differ from ``masks``.
+
+    Runs ``model`` in eval mode over ``batches`` (tensors, or tuples whose first item is
+    the input) with the gates live, and compares each hard decision with the mask.
+    """
+    gates = _require_gates(model)
+    _check_masks(gates, masks)
+    if any(bool(g.frozen) for g in gates.values()):
+        raise ValueError("disagreement_rate needs live gates: call ct.unfreeze_gates(model) first.")
+    counts = {"differ": 0, "total": 0}
+
+    def hook(name):
+        def record(module, inputs, g):
+            m = masks[name].to(g.device).to(g.dtype)
+            counts["differ"] += int((g != m).sum())
+            counts["total"] += g.numel()
+        return record
+
+    handles = [g.register_forward_hook(hook(n)) for n, g in gates.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        for batch in batches:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if counts["total"] == 0:
+        raise ValueError("disagreement_rate got no batches.")
+    return counts["differ"] / counts["total"]

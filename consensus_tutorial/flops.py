@@ -1,0 +1,179 @@
+"""FLOPs, parameters and latency.
+
+FLOPs here are **multiply-accumulates (MACs) of the convolutions and fully-connected
+layers**, per image: the convention of the pruning literature (He et al. give 125.49 M for
+CIFAR ResNet-56). Batch norm, ReLU, pooling and additions are not counted.
+
+* :func:`count_flops` measures any model with fvcore;
+* :func:`predicted_flops` predicts, from masks alone, the FLOPs the extracted network
+  will have (it equals :func:`count_flops` on that network);
+* :func:`unit_flops` gives the FLOPs each gated unit costs, the weights of a FLOPs-aware
+  sparsity target.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .consensus import gate_modules
+from .extraction import block_spec, subnetwork_spec
+from .models import ResNet
+
+# fvcore operator names whose MACs are counted; every other op (batch_norm, pooling,
+# gathers) is switched off so the count follows the literature's convention.
+_COUNTED_OPS = {"aten::_convolution", "aten::addmm", "aten::linear", "aten::matmul", "aten::mm", "aten::bmm", "aten::einsum"}
+
+
+def _default_input_size(model: nn.Module) -> tuple[int, ...]:
+    shape = getattr(model, "input_shape", (3, 32, 32))
+    return (1, *shape)
+
+
+def count_flops(model: nn.Module, input_size: Sequence[int] | None = None) -> int:
+    """MACs of the convolutions and linear layers of one forward pass, counted by fvcore.
+
+    Args:
+        model: any module taking a (B, 3, H, W) tensor.
+        input_size: the input shape, batch included; default ``(1, *model.input_shape)``,
+            or (1, 3, 32, 32) for a model without that attribute. Use batch 1 for per-image FLOPs.
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    input_size = tuple(input_size or _default_input_size(model))
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            analysis = FlopCountAnalysis(model, torch.zeros(input_size, device=device, dtype=dtype))
+            counted = {op: h for op, h in analysis._op_handles.items() if op in _COUNTED_OPS}
+            skipped = {op: None for op in analysis._op_handles if op not in _COUNTED_OPS}
+            analysis.clear_op_handles().set_op_handle(**counted, **skipped)
+            analysis.unsupported_ops_warnings(False)
+            analysis.uncalled_modules_warnings(False)
+            analysis.tracer_warnings("none")
+            total = int(analysis.total())
+    finally:
+        model.train(was_training)
+    return total
+
+
+def count_params(model: nn.Module, *, include_gates: bool = True) -> int:
+    """Number of parameters; ``include_gates=False`` leaves out the gate modules'."""
+    gate_params = set()
+    if not include_gates:
+        gate_params = {id(p) for g in gate_modules(model).values() for p in g.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in gate_params)
+
+
+def _conv_out(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1  # 3x3 padding 1 and 1x1 padding 0 agree
+
+
+def block_flops(spec: Mapping, height: int, width: int) -> tuple[int, int, int]:
+    """MACs of a block of :func:`~consensus_tutorial.extraction.block_spec` on an
+    input of ``height x width``; returns (flops, output height, output width)."""
+    h, w = _conv_out(height, spec["stride"]), _conv_out(width, spec["stride"])
+    pixels = h * w
+    flops = 0
+    if spec["shortcut"] == "B":
+        flops += spec["in_channels"] * spec["out_channels"] * pixels
+    branch = spec["branch"]
+    conv2_out = spec["out_channels"] if spec["out_index"] is None else len(spec["out_index"])
+    if branch == "conv":
+        conv1_in = spec["in_channels"] if spec["in_index"] is None else len(spec["in_index"])
+        flops += conv1_in * spec["mid_channels"] * 9 * pixels
+    if branch in ("conv", "const_hidden"):
+        flops += spec["mid_channels"] * conv2_out * 9 * pixels
+    return flops, h, w
+
+
+def spec_flops(spec: Mapping, input_size: Sequence[int] | None = None) -> int:
+    """MACs of the network a sub-network spec describes, per image."""
+    height, width = (input_size[-2:] if input_size else spec["input_shape"][-2:])
+    flops = 3 * spec["stem_channels"] * 9 * height * width
+    for b in spec["blocks"]:
+        f, height, width = block_flops(b, height, width)
+        flops += f
+    return flops + spec["final_channels"] * spec["num_classes"]
+
+
+def predicted_flops(
+    model: ResNet,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    input_size: Sequence[int] | None = None,
+) -> int:
+    """Per-image MACs of the network :func:`~consensus_tutorial.extract_subnetwork` would
+    return for ``masks`` (same default masks), computed without extracting it."""
+    return spec_flops(subnetwork_spec(model, masks), input_size)
+
+
+def unit_flops(model: ResNet, input_size: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """{gate name: (C,) float tensor}: the MACs the extracted network saves when unit j
+    alone closes in that gate (all other units open). The FLOPs-aware sparsity target
+    weighs each unit's firing probability by these numbers."""
+    height, width = (input_size[-2:] if input_size else model.input_shape[-2:])
+    costs = {}
+    for name, block in model.blocks():
+        full, h_out, w_out = block_flops(block_spec(name, block, None), height, width)
+        if block.gate is not None:
+            units = block.gate.units
+            cost = torch.empty(units)
+            for j in range(units):
+                mask = torch.ones(units, dtype=torch.bool)
+                mask[j] = False
+                cost[j] = full - block_flops(block_spec(name, block, mask), height, width)[0]
+            costs[f"{name}.gate"] = cost
+        height, width = h_out, w_out
+    return costs
+
+
+@torch.inference_mode()
+def measure_latency(
+    model: nn.Module,
+    input_size: Sequence[int] | None = None,
+    *,
+    repeats: int = 30,
+    warmup: int = 5,
+    device: str | torch.device | None = None,
+) -> float:
+    """Median wall-clock seconds of one forward pass (eval mode) on ``device``.
+
+    Args:
+        model: the network to time (moved to ``device``; put back in its former mode).
+        input_size: batch included, default ``(1, *model.input_shape)``.
+        repeats: timed passes; the median is returned.
+        warmup: untimed passes first (allocations, cuDNN autotuning).
+        device: default the model's own device.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0; got {repeats}, {warmup}.")
+    param = next(model.parameters())
+    device = torch.device(device) if device is not None else param.device
+    model = model.to(device)
+    x = torch.randn(tuple(input_size or _default_input_size(model)), device=device, dtype=param.dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(warmup):
+            model(x)
+        sync()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            sync()
+            times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return statistics.median(times)
