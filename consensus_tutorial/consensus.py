@@ -124,6 +124,49 @@ def frozen_masks(model: nn.Module) -> Masks | None:
     return {n: g.mask.detach().cpu().bool() for n, g in gates.items()}
 
 
+class DisagreementCounter:
+    """Counts, while installed, live gate decisions that differ from ``masks``.
+
+    Use as a context manager around forward passes of a model whose gates are live:
+
+        with DisagreementCounter(model, masks) as counter:
+            model(x)
+        counter.rate  # share of (sample, unit) decisions that differ from the masks
+    """
+
+    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor]):
+        self.gates = _require_gates(model)
+        _check_masks(self.gates, masks)
+        if any(bool(g.frozen) for g in self.gates.values()):
+            raise ValueError("counting disagreement needs live gates: call ct.unfreeze_gates(model) first.")
+        self.masks = {n: torch.as_tensor(m).float() for n, m in masks.items()}
+        self.differ = 0
+        self.total = 0
+        self._handles: list = []
+
+    def _hook(self, name: str):
+        def record(module, inputs, g):
+            m = self.masks[name].to(device=g.device, dtype=g.dtype)
+            self.differ += int((g.detach() != m).sum())
+            self.total += g.numel()
+        return record
+
+    def __enter__(self) -> "DisagreementCounter":
+        self._handles = [g.register_forward_hook(self._hook(n)) for n, g in self.gates.items()]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    @property
+    def rate(self) -> float:
+        if self.total == 0:
+            raise ValueError("no gate decisions were recorded: run forward passes inside the with-block.")
+        return self.differ / self.total
+
+
 @torch.no_grad()
 def disagreement_rate(
     model: nn.Module, batches: Iterable[torch.Tensor | tuple], masks: Mapping[str, torch.Tensor]
@@ -133,31 +176,14 @@ def disagreement_rate(
     Runs ``model`` in eval mode over ``batches`` (tensors, or tuples whose first item is
     the input) with the gates live, and compares each hard decision with the mask.
     """
-    gates = _require_gates(model)
-    _check_masks(gates, masks)
-    if any(bool(g.frozen) for g in gates.values()):
-        raise ValueError("disagreement_rate needs live gates: call ct.unfreeze_gates(model) first.")
-    counts = {"differ": 0, "total": 0}
-
-    def hook(name):
-        def record(module, inputs, g):
-            m = masks[name].to(g.device).to(g.dtype)
-            counts["differ"] += int((g != m).sum())
-            counts["total"] += g.numel()
-        return record
-
-    handles = [g.register_forward_hook(hook(n)) for n, g in gates.items()]
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     try:
-        device = next(model.parameters()).device
-        for batch in batches:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x.to(device))
+        with DisagreementCounter(model, masks) as counter:
+            for batch in batches:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(x.to(device))
     finally:
-        for h in handles:
-            h.remove()
         model.train(was_training)
-    if counts["total"] == 0:
-        raise ValueError("disagreement_rate got no batches.")
-    return counts["differ"] / counts["total"]
+    return counter.rate

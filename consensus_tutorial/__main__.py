@@ -1,0 +1,147 @@
+"""Command line: ``python -m consensus_tutorial {train,evaluate} ...``.
+
+    python -m consensus_tutorial train --dataset cifar10 --data-root ../shared/data/cifar10 \\
+        --arch resnet20 --gating channel --target-rate 0.5 --epochs 2 \\
+        --limit-train 2000 --limit-test 1000 --out runs/demo
+    python -m consensus_tutorial evaluate runs/demo --data-root ../shared/data/cifar10
+
+``--config FILE`` reads a YAML file whose keys are the flag names (``target-rate`` or
+``target_rate``); flags given on the command line override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+from .baselines import METHODS
+from .data import DATASETS
+from .models import ARCHS
+from .training import SCHEDULES, TrainConfig
+
+FLAG_CHOICES = {
+    "dataset": DATASETS, "arch": ARCHS, "method": METHODS, "gating": ("none", "layer", "channel"),
+    "position": ("a", "b", "c"), "gate": ("dynamic", "static"), "polarizer": ("bimodal", "zhuang"),
+    "schedule": SCHEDULES, "sparsity_on": ("hard", "soft"), "gate_optimizer": ("auto", "sgd", "adam"),
+}
+HELP = {
+    "dataset": "data set", "data_root": "folder with the data (official layout or JPEG packs); "
+    "default $CONSENSUS_TUTORIAL_DATA or ~/.cache/consensus-tutorial/data",
+    "download": "download the data set into --data-root if it is missing",
+    "arch": "network (resnet18 for tiny-imagenet)", "method": "pruning method or baseline",
+    "gating": "gate granularity", "position": "channel-gate position",
+    "target_rate": "pruning rate in [0, 1): share of FLOPs (or units) to remove",
+    "epochs": "training epochs", "batch_size": "batch size", "limit_train": "use a class-balanced subset of N train images",
+    "limit_test": "use a class-balanced subset of N test images", "seed": "random seed", "device": "auto, cpu, cuda, mps",
+}
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": HELP.get(f.name, f"(default {f.default!r})")}
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
+        if f.name in FLAG_CHOICES:
+            kwargs["choices"] = FLAG_CHOICES[f.name]
+        parser.add_argument(flag, type=kind, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m consensus_tutorial",
+                                     description="One-pass structured pruning with a consensus sub-network.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train, extract and evaluate one run",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--config", type=Path, help="YAML file of settings (flag names as keys)")
+    train.add_argument("--out", type=Path, required=True, help="run folder for metrics, history, checkpoint, subnetwork")
+    train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt if it exists")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_train_flags(train)
+    ev = sub.add_parser("evaluate", help="evaluate a run's subnetwork.pt alone on a test set")
+    ev.add_argument("run_dir", type=Path, help="a run folder written by 'train'")
+    ev.add_argument("--data-root", required=False, help="folder with the test data")
+    ev.add_argument("--dataset", choices=DATASETS, help="default: the run's data set")
+    ev.add_argument("--limit-test", type=int, help="default: the run's own test subset")
+    ev.add_argument("--device", default="auto")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = {}
+    if args.config is not None:
+        if not args.config.is_file():
+            raise SystemExit(f"error: config file {args.config} does not exist.")
+        loaded = yaml.safe_load(args.config.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"error: {args.config} must hold a mapping of settings.")
+        values.update(loaded)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in known})
+    try:
+        return TrainConfig.from_dict(values).validate()
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training import run
+
+    config = config_from_args(args)
+    command = "python -m consensus_tutorial " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        metrics = run(config, args.out, resume=args.resume, progress=not args.quiet, command=command)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    keys = ("method", "top1_gated", "top1_extracted", "flops_dense", "flops_extracted",
+            "pruning_rate_flops", "params_dense", "params_extracted", "wall_time_s")
+    print(json.dumps({k: metrics[k] for k in keys}, indent=1))
+    print(f"wrote {args.out}/metrics.json, history.json, subnetwork.pt, checkpoint.pt")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .extraction import load_subnetwork
+    from .flops import count_flops
+    from .training import default_data_root, evaluate, select_device
+    from .data import BatchLoader, load_dataset
+
+    metrics_path = args.run_dir / "metrics.json"
+    saved = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    config = saved.get("config", {})
+    dataset = args.dataset or config.get("dataset")
+    if dataset is None:
+        raise SystemExit(f"error: {metrics_path} not found; pass --dataset.")
+    limit = args.limit_test if args.limit_test is not None else config.get("limit_test")
+    device = select_device(args.device)
+    try:
+        subnet = load_subnetwork(args.run_dir / "subnetwork.pt", map_location=device)
+        test = load_dataset(dataset, default_data_root(args.data_root), "test", limit=limit,
+                            seed=config.get("seed", 0))
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    top1 = evaluate(subnet, BatchLoader(test, 500, train=False, device=device))["top1"]
+    flops = count_flops(subnet)
+    result = {"top1_extracted": round(top1, 2), "flops_extracted": flops, "test_images": len(test),
+              "recorded_top1_extracted": saved.get("top1_extracted")}
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        return _train(args)
+    return _evaluate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

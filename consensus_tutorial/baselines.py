@@ -1,0 +1,216 @@
+"""Baselines for the comparison chapters, run by the same training loop.
+
+Every method trains the same ResNet and ends, through the same surgery, as a physically
+smaller network measured the same way:
+
+* ``consensus``: this package's method (live gates, STE, polarizer, sparsity target);
+* ``dense``: no gates, no pruning;
+* ``dropout``: channel dropout at rate ``target_rate`` after bn1 + relu of every block
+  (position b); it regularizes but removes no FLOPs;
+* ``random``: channels at position b chosen at random before training, the same share in
+  every layer, to meet the FLOPs target; then trained as that smaller network;
+* ``l1``: dense training for a ``prune_at`` share of the epochs, then one-shot pruning of
+  conv1's filters with the smallest L1 norms (the same share in every layer, Li et al.
+  2017) to the FLOPs target, then fine-tuning for the remaining epochs;
+* ``bn-polarization``: Zhuang et al. 2020: the polarizer on bn1's scaling factors
+  (clamped to [0, 1]) during the first ``prune_at`` share of the epochs, then the
+  channels with the smallest factors network-wide are pruned to the FLOPs target, then
+  fine-tuning.
+
+The pruned baselines use a channel-gated model at position b with *frozen* gates: the
+gate is only the mask that the surgery reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .consensus import freeze_gates, gate_modules
+from .flops import predicted_flops
+from .models import ResNet
+from .regularizers import polarization
+
+METHODS = ("consensus", "dense", "dropout", "random", "l1", "bn-polarization")
+
+
+def masks_for_flops(
+    model: ResNet,
+    scores: Mapping[str, torch.Tensor],
+    target_rate: float,
+    *,
+    uniform: bool = True,
+    min_channels: int = 1,
+) -> dict[str, torch.Tensor]:
+    """Masks that keep the highest-scoring units and remove about ``target_rate`` of the
+    whole network's FLOPs (the largest kept set whose FLOPs stay within the budget).
+
+    Args:
+        scores: {gate name: (C,) scores}; a higher score is kept first.
+        uniform: keep the same share of units in every gate (True), or rank all units
+            network-wide (False).
+    """
+    gates = gate_modules(model)
+    dense = predicted_flops(model, {n: torch.ones(g.units, dtype=torch.bool) for n, g in gates.items()})
+    budget = (1.0 - target_rate) * dense
+    order = {n: torch.argsort(scores[n].float().cpu(), descending=True, stable=True) for n in gates}
+
+    def keep_counts(level: float) -> dict[str, int]:
+        if uniform:
+            return {n: max(min_channels, round(level * g.units)) for n, g in gates.items()}
+        flat = torch.cat([scores[n].float().cpu() for n in gates])
+        k = max(1, round(level * flat.numel()))
+        cut = torch.sort(flat, descending=True).values[k - 1]
+        return {n: max(min_channels, int((scores[n].float().cpu() >= cut).sum())) for n in gates}
+
+    def masks_at(level: float) -> dict[str, torch.Tensor]:
+        masks = {}
+        for n, k in keep_counts(level).items():
+            m = torch.zeros(gates[n].units, dtype=torch.bool)
+            m[order[n][:k]] = True
+            masks[n] = m
+        return masks
+
+    lo, hi = 0.0, 1.0
+    for _ in range(30):  # bisection on the kept share
+        mid = (lo + hi) / 2
+        if predicted_flops(model, masks_at(mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return masks_at(lo)
+
+
+def l1_scores(model: ResNet) -> dict[str, torch.Tensor]:
+    """L1 norm of each conv1 filter of every block: the scores of the ``l1`` baseline."""
+    return {f"{name}.gate": block.conv1.weight.detach().abs().sum(dim=(1, 2, 3))
+            for name, block in model.blocks() if block.gate is not None}
+
+
+def bn_scores(model: ResNet) -> dict[str, torch.Tensor]:
+    """|gamma| of bn1 in every block: the scores of the ``bn-polarization`` baseline."""
+    return {f"{name}.gate": block.bn1.weight.detach().abs()
+            for name, block in model.blocks() if block.gate is not None}
+
+
+class MethodHooks:
+    """What a method adds to the training loop of :func:`~consensus_tutorial.training.fit`.
+    The default (``consensus`` and ``dense``) adds nothing."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def setup(self, model: ResNet) -> None:
+        """Called on every start, fresh or resumed (e.g. to register forward hooks)."""
+
+    def on_start(self, model: ResNet) -> None:
+        """Called once at the start of a fresh run."""
+
+    def on_epoch_start(self, model: ResNet, epoch: int) -> None:
+        """Called before epoch ``epoch`` (0-based)."""
+
+    def extra_loss(self, model: ResNet) -> torch.Tensor | float:
+        return 0.0
+
+    def after_step(self, model: ResNet) -> None:
+        """Called after every optimizer step."""
+
+    def gated(self, model: ResNet) -> bool:
+        """True when the gates are live and the one-pass objective applies."""
+        gates = gate_modules(model)
+        return bool(gates) and not all(bool(g.frozen) for g in gates.values())
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class DropoutHooks(MethodHooks):
+    def setup(self, model: ResNet) -> None:
+        rate = self.config.target_rate
+
+        def drop(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+            # dropout2d before the relu equals dropout2d after it (the scale is positive)
+            return F.dropout2d(output, rate, module.training)
+
+        for _, block in model.blocks():
+            block.bn1.register_forward_hook(drop)
+
+
+class PruneAtHooks(MethodHooks):
+    """Frozen masks chosen at epoch ``round(prune_at * epochs)`` (0 for ``random``)."""
+
+    def __init__(self, config, score: Callable[[ResNet], dict], uniform: bool, at_start: bool):
+        super().__init__(config)
+        self.score, self.uniform, self.at_start = score, uniform, at_start
+
+    def on_start(self, model: ResNet) -> None:
+        gates = gate_modules(model)
+        if self.at_start:
+            self._prune(model)
+        else:
+            freeze_gates(model, {n: torch.ones(g.units, dtype=torch.bool) for n, g in gates.items()})
+
+    def prune_epoch(self) -> int:
+        return 0 if self.at_start else max(1, round(self.config.prune_at * self.config.epochs))
+
+    def on_epoch_start(self, model: ResNet, epoch: int) -> None:
+        if not self.at_start and epoch == self.prune_epoch():
+            self._prune(model)
+
+    def _prune(self, model: ResNet) -> None:
+        masks = masks_for_flops(model, self.score(model), self.config.target_rate,
+                                uniform=self.uniform, min_channels=max(1, self.config.min_channels))
+        freeze_gates(model, masks)
+
+
+class BNPolarizationHooks(PruneAtHooks):
+    def __init__(self, config):
+        super().__init__(config, bn_scores, uniform=False, at_start=False)
+        self.t = 1.2 if config.zhuang_t is None else config.zhuang_t
+
+    def extra_loss(self, model: ResNet):
+        if self._pruned(model):
+            return 0.0
+        gammas = torch.cat([block.bn1.weight for _, block in model.blocks()])
+        return self.config.bn_lambda * gammas.numel() * polarization(gammas, "zhuang", self.t)
+
+    def after_step(self, model: ResNet) -> None:
+        if not self._pruned(model):
+            with torch.no_grad():
+                for _, block in model.blocks():
+                    block.bn1.weight.clamp_(0.0, 1.0)
+
+    def _pruned(self, model: ResNet) -> bool:
+        return any(not bool(g.mask.all()) for g in gate_modules(model).values())
+
+
+def method_hooks(config) -> MethodHooks:
+    """The hooks of ``config.method`` (see the module docstring)."""
+    method = config.method
+    if method == "dropout":
+        return DropoutHooks(config)
+    if method == "random":
+        generator = torch.Generator().manual_seed(config.seed)
+        return PruneAtHooks(
+            config, lambda m: {n: torch.rand(g.units, generator=generator) for n, g in gate_modules(m).items()},
+            uniform=True, at_start=True)
+    if method == "l1":
+        return PruneAtHooks(config, l1_scores, uniform=True, at_start=False)
+    if method == "bn-polarization":
+        return BNPolarizationHooks(config)
+    return MethodHooks(config)
+
+
+def method_model_settings(method: str) -> dict:
+    """Gating a method's model is built with (the consensus method keeps the config's)."""
+    if method in ("dense", "dropout"):
+        return {"gating": None}
+    if method in ("random", "l1", "bn-polarization"):
+        return {"gating": "channel", "position": "b", "gate": "static"}
+    return {}

@@ -1,0 +1,514 @@
+"""One-pass training: gated (or plain) model in, history, masks and a sub-network out.
+
+:func:`run` is the whole experiment (the command line calls it): data, model, the
+training loop of :func:`fit`, consensus masks, extraction, evaluation and the files of
+a run folder. :func:`fit` is the loop alone, for notebooks that bring their own model
+and data.
+
+Everything that changes a result is a field of :class:`TrainConfig`; a run folder keeps
+it in ``metrics.json`` and in ``checkpoint.pt``, which is written atomically after every
+epoch, so a killed run resumes (``resume=True``) and ends as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from ._checks import check_choice, check_rate
+from .consensus import DisagreementCounter, consensus_masks, freeze_gates, gate_modules, unfreeze_gates
+from .data import BatchLoader, DATASETS, ImageSet, dataset_info, load_dataset
+from .extraction import atomic_torch_save, extract_subnetwork, save_subnetwork
+from .flops import count_flops, count_params, predicted_flops
+from .models import ARCHS, ResNet, build_model
+from .objective import Objective
+
+SCHEDULES = ("cosine", "step", "onecycle")
+POLARIZER_CHOICES = ("bimodal", "zhuang")
+GATE_OPTIMIZERS = ("auto", "sgd", "adam")
+DATA_ENV = "CONSENSUS_TUTORIAL_DATA"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run. Defaults follow DESIGN.md section 5 (the measured CPU check)."""
+
+    dataset: str = "cifar10"
+    data_root: str | None = None
+    download: bool = False
+    arch: str = "resnet20"
+    method: str = "consensus"
+    gating: str | None = "channel"
+    position: str = "b"
+    gate: str = "dynamic"
+    gate_depth: int = 1
+    target_rate: float = 0.5
+    flops_aware: bool = True
+    sparsity_on: str = "hard"
+    polarizer: str = "bimodal"
+    zhuang_t: float | None = None
+    lambda_sp: float = 5.0
+    lambda_pol: float = 1.0
+    pol_warmup: float = 0.3
+    init_prob: float = 0.9
+    threshold: float = 0.5
+    min_channels: int = 1
+    round_to: int | None = None
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    gate_optimizer: str = "auto"
+    gate_lr: float = 1e-2
+    limit_train: int | None = None
+    limit_test: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    threads: int | None = None
+    verify_checksums: bool = True
+    # used by some baselines (see consensus_tutorial.baselines)
+    prune_at: float = 0.5
+    bn_lambda: float = 1e-4
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError, naming the allowed values, for any setting out of range."""
+        from .baselines import METHODS, method_model_settings
+
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("arch", self.arch, ARCHS)
+        check_choice("method", self.method, METHODS)
+        check_choice("gating", self.gating, (None, "layer", "channel"))
+        check_choice("position", self.position, ("a", "b", "c"))
+        check_choice("gate", self.gate, ("dynamic", "static"))
+        check_choice("gate_depth", self.gate_depth, (1, 2))
+        check_choice("sparsity_on", self.sparsity_on, ("hard", "soft"))
+        check_choice("polarizer", self.polarizer, POLARIZER_CHOICES)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("gate_optimizer", self.gate_optimizer, GATE_OPTIMIZERS)
+        check_rate("target_rate", self.target_rate)
+        if self.polarizer == "zhuang" and self.zhuang_t is None:
+            raise ValueError("polarizer='zhuang' needs zhuang_t (e.g. 0.0 keeps about half of the units).")
+        if (self.arch == "resnet18") != (self.dataset == "tiny-imagenet"):
+            raise ValueError(
+                f"arch {self.arch!r} does not fit dataset {self.dataset!r}: use resnet18 for tiny-imagenet "
+                "and resnet20 ... resnet110 for cifar10/cifar100."
+            )
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer; got {getattr(self, name)!r}.")
+        for name in ("limit_train", "limit_test"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
+        if self.lr <= 0 or self.gate_lr <= 0:
+            raise ValueError(f"lr and gate_lr must be positive; got {self.lr!r}, {self.gate_lr!r}.")
+        if not 0.0 <= self.pol_warmup <= 1.0 or not 0.0 < self.prune_at < 1.0:
+            raise ValueError("pol_warmup must lie in [0, 1] and prune_at in (0, 1).")
+        for key, value in method_model_settings(self.method).items():
+            setattr(self, key, value)
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict (e.g. a YAML config); unknown keys raise ValueError listing known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        normal = {k.replace("-", "_"): v for k, v in values.items()}
+        unknown = sorted(set(normal) - known)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {unknown}; known settings: {sorted(known)}.")
+        if normal.get("gating") in ("none", "None"):
+            normal["gating"] = None
+        return cls(**normal)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """"auto" picks CUDA, then Apple MPS, then the CPU; any other name is used as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_data_root(data_root: str | os.PathLike | None = None) -> Path:
+    """Where data is looked for: ``data_root`` if given, else ``$CONSENSUS_TUTORIAL_DATA``,
+    else ``~/.cache/consensus-tutorial/data``."""
+    if data_root:
+        return Path(data_root).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return Path.home() / ".cache" / "consensus-tutorial" / "data"
+
+
+def build_for(config: TrainConfig) -> ResNet:
+    """The model a config describes (gated as the method needs)."""
+    num_classes = dataset_info(config.dataset)["num_classes"]
+    return build_model(
+        config.arch, num_classes, gating=config.gating, position=config.position,
+        gate=config.gate, gate_depth=config.gate_depth, init_prob=config.init_prob,
+    )
+
+
+def _param_groups(model: nn.Module, config: TrainConfig) -> tuple[list, list]:
+    gate_ids = {id(p) for g in gate_modules(model).values() for p in g.parameters()}
+    weights = [p for p in model.parameters() if id(p) not in gate_ids]
+    gates = [p for p in model.parameters() if id(p) in gate_ids]
+    return weights, gates
+
+
+def make_optimizers(model: nn.Module, config: TrainConfig, steps_per_epoch: int):
+    """SGD (nesterov momentum, weight decay) for the weights with the chosen schedule;
+    the gate parameters get no weight decay and, with ``gate_optimizer="adam"`` (the
+    default for static gates, see DESIGN.md section 5), their own Adam at ``gate_lr``.
+    Returns (optimizers, scheduler of the SGD optimizer)."""
+    weights, gates = _param_groups(model, config)
+    kind = config.gate_optimizer
+    if kind == "auto":
+        kind = "adam" if config.gate == "static" else "sgd"
+    groups = [{"params": weights, "weight_decay": config.weight_decay}]
+    if gates and kind == "sgd":
+        groups.append({"params": gates, "weight_decay": 0.0})
+    sgd = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    optimizers = [sgd]
+    if gates and kind == "adam":
+        optimizers.append(torch.optim.Adam(gates, lr=config.gate_lr))
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=total)
+    elif config.schedule == "step":
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(sgd, [int(total * 0.5), int(total * 0.75)], 0.1)
+    else:
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(sgd, max_lr=config.lr, total_steps=total)
+    return optimizers, scheduler
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, masks: dict | None = None, progress: bool = False) -> dict[str, float]:
+    """Top-1 (percent) of ``model`` over ``loader`` in eval mode; with ``masks`` and live
+    gates, also the consensus disagreement rate of the same pass."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    counter = DisagreementCounter(model, masks) if masks is not None else None
+    try:
+        if counter:
+            counter.__enter__()
+        for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            with _autocast(x.device):
+                logits = model(x)
+            correct += int((logits.argmax(1) == y).sum())
+            total += len(y)
+    finally:
+        if counter:
+            counter.__exit__(None, None, None)
+        model.train(was_training)
+    result = {"top1": 100.0 * correct / max(total, 1)}
+    if counter:
+        result["disagreement"] = counter.rate
+    return result
+
+
+def _autocast(device: torch.device):
+    enabled = device.type == "cuda" and _AMP["on"]
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+_AMP = {"on": True}
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+@dataclass
+class FitState:
+    """What :func:`fit` carries from epoch to epoch (and what a checkpoint holds)."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    elapsed: float = 0.0
+
+
+def fit(
+    model: ResNet,
+    train_loader: BatchLoader,
+    test_loader: BatchLoader,
+    config: TrainConfig,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    method_hooks: Any = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``model`` in one pass for ``config.epochs`` epochs; returns the history.
+
+    Each history entry (one per epoch): epoch, lr, train_loss, ce, sparsity,
+    polarization, lambda_pol, top1_gated (test set, live gates), disagreement (live test
+    decisions vs the current consensus masks), mean_firing_rate {gate: mean r},
+    firing_rates {gate: [r_j]}, kept_units, flops_masked (the FLOPs the current masks
+    would give the extracted network), seconds.
+
+    With ``checkpoint``, a checkpoint is written atomically after every epoch (before
+    ``on_epoch_end`` is called); with ``resume`` and an existing checkpoint, training
+    continues from it and ends exactly as an unbroken run would (CPU, same seed).
+    """
+    from .baselines import method_hooks as default_hooks
+
+    device = next(model.parameters()).device
+    _AMP["on"] = config.amp
+    hooks = method_hooks or default_hooks(config)
+    optimizers, scheduler = make_optimizers(model, config, len(train_loader))
+    total_steps = config.epochs * len(train_loader)
+    objective = Objective(
+        target_rate=config.target_rate, lambda_sp=config.lambda_sp, lambda_pol=config.lambda_pol,
+        polarizer=config.polarizer, zhuang_t=config.zhuang_t,
+        pol_warmup_steps=int(config.pol_warmup * total_steps), flops_aware=config.flops_aware,
+        sparsity_on=config.sparsity_on,
+    )
+    state = FitState()
+    ckpt_path = Path(checkpoint) if checkpoint else None
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        saved = torch.load(ckpt_path, map_location=device, weights_only=True)
+        _check_same_config(saved["config"], config)
+        model.load_state_dict(saved["model"])
+        for opt, opt_state in zip(optimizers, saved["optimizers"]):
+            opt.load_state_dict(opt_state)
+        scheduler.load_state_dict(saved["scheduler"])
+        train_loader.load_state_dict(saved["train_loader"])
+        _set_rng_state(saved["rng"])
+        state = FitState(saved["epoch"], saved["step"], saved["history"], saved["elapsed"])
+        hooks.load_state_dict(saved.get("method", {}))
+    else:
+        hooks.on_start(model)
+    hooks.setup(model)
+    if hooks.gated(model):
+        objective.attach(model)
+
+    epochs = tqdm(range(state.epoch, config.epochs), desc="epochs", initial=state.epoch,
+                  total=config.epochs, disable=not progress)
+    for epoch in epochs:
+        started = time.perf_counter()
+        hooks.on_epoch_start(model, epoch)
+        model.train()
+        sums = {"loss": 0.0, "ce": 0.0, "sparsity": 0.0, "polarization": 0.0, "lambda_pol": 0.0}
+        batches = 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+        for x, y in bar:
+            with _autocast(device):
+                logits = model(x)
+            loss, terms = objective(model, logits, y, state.step)
+            loss = loss + hooks.extra_loss(model)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in optimizers:
+                opt.step()
+            scheduler.step()
+            hooks.after_step(model)
+            state.step += 1
+            batches += 1
+            sums["loss"] += float(loss)
+            for k, v in terms.items():
+                sums[k] += v
+            if batches % 10 == 0:
+                bar.set_postfix(loss=f"{sums['loss'] / batches:.3f}")
+        record = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
+        record |= {("train_loss" if k == "loss" else k): v / max(batches, 1) for k, v in sums.items()}
+        record |= _gate_report(model, test_loader, config)
+        state.elapsed += time.perf_counter() - started
+        record["seconds"] = time.perf_counter() - started
+        state.history.append(record)
+        state.epoch = epoch + 1
+        epochs.set_postfix(top1=f"{record['top1_gated']:.2f}")
+        if ckpt_path is not None:
+            atomic_torch_save(
+                {
+                    "config": config.to_dict(), "epoch": state.epoch, "step": state.step,
+                    "history": state.history, "elapsed": state.elapsed,
+                    "model": model.state_dict(),
+                    "optimizers": [opt.state_dict() for opt in optimizers],
+                    "scheduler": scheduler.state_dict(),
+                    "train_loader": train_loader.state_dict(), "rng": _rng_state(),
+                    "method": hooks.state_dict(),
+                },
+                ckpt_path,
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+    return state.history
+
+
+def _gate_report(model: ResNet, test_loader, config: TrainConfig) -> dict:
+    gates = gate_modules(model)
+    live = gates and not all(bool(g.frozen) for g in gates.values())
+    masks = _masks(model, config) if gates else None
+    result = evaluate(model, test_loader, masks if live else None)
+    report = {"top1_gated": result["top1"]}
+    if gates:
+        report["disagreement"] = result.get("disagreement", 0.0)
+        report["mean_firing_rate"] = {n: float(g.firing_rate.mean()) for n, g in gates.items()}
+        report["firing_rates"] = {n: [round(float(r), 4) for r in g.firing_rate] for n, g in gates.items()}
+        report["kept_units"] = {n: int(m.sum()) for n, m in masks.items()}
+        report["flops_masked"] = predicted_flops(model, masks)
+    return report
+
+
+def _masks(model: ResNet, config: TrainConfig) -> dict:
+    gates = gate_modules(model)
+    if all(bool(g.frozen) for g in gates.values()):
+        return {n: g.mask.bool().cpu() for n, g in gates.items()}
+    return consensus_masks(model, config.threshold, min_channels=config.min_channels, round_to=config.round_to)
+
+
+_RESUME_FREE = {"device", "threads", "data_root", "download"}
+
+
+def _check_same_config(saved: dict, config: TrainConfig) -> None:
+    current = config.to_dict()
+    differ = sorted(k for k in current if k not in _RESUME_FREE and saved.get(k) != current[k])
+    if differ:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in differ)
+        raise ValueError(
+            f"the checkpoint was written with other settings ({details}); resume with the same "
+            "settings, or start a new run in another --out folder."
+        )
+
+
+# ----------------------------------------------------------------------------- a whole run
+
+
+def load_data(config: TrainConfig, device: torch.device, progress: bool = True) -> tuple[ImageSet, ImageSet]:
+    root = default_data_root(config.data_root)
+    train = load_dataset(config.dataset, root, "train", download=config.download,
+                         limit=config.limit_train, seed=config.seed, verify_checksums=config.verify_checksums)
+    test = load_dataset(config.dataset, root, "test", download=config.download,
+                        limit=config.limit_test, seed=config.seed, verify_checksums=config.verify_checksums)
+    if progress:
+        print(f"data: {len(train)} train images ({train.source}), {len(test)} test images ({test.source})",
+              file=sys.stderr)
+    return train, test
+
+
+def run(
+    config: TrainConfig,
+    out: str | os.PathLike | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> dict[str, Any]:
+    """Train, extract and evaluate as ``config`` says; return the metrics.
+
+    With ``out``, writes there: ``checkpoint.pt`` (every epoch), ``history.json``,
+    ``metrics.json`` and ``subnetwork.pt`` (load it with ``ct.load_subnetwork``).
+    """
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    device = select_device(config.device)
+    started = time.perf_counter()
+    train_set, test_set = load_data(config, device, progress)
+    channels_last = device.type == "cuda"
+    train_loader = BatchLoader(train_set, config.batch_size, train=True, device=device, seed=config.seed,
+                               channels_last=channels_last)
+    test_loader = BatchLoader(test_set, 500, train=False, device=device, channels_last=channels_last)
+    torch.manual_seed(config.seed)
+    model = build_for(config).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    out_dir = Path(out) if out else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    history = fit(model, train_loader, test_loader, config,
+                  checkpoint=out_dir / "checkpoint.pt" if out_dir else None, resume=resume,
+                  on_epoch_end=on_epoch_end, progress=progress)
+    metrics = finish(model, test_loader, config, history)
+    metrics["wall_time_s"] = round(time.perf_counter() - started, 1)
+    metrics["train_time_s"] = round(sum(h["seconds"] for h in history), 1)
+    metrics["command"] = command or " ".join(sys.argv)
+    metrics["device"] = str(device)
+    if out_dir:
+        save_subnetwork(metrics.pop("_subnet"), out_dir / "subnetwork.pt")
+        _write_json(out_dir / "history.json", history)
+        _write_json(out_dir / "metrics.json", metrics)
+    else:
+        metrics.pop("_subnet")
+    return metrics
+
+
+def finish(model: ResNet, test_loader, config: TrainConfig, history: list[dict]) -> dict[str, Any]:
+    """Consensus masks, freezing, extraction and the final numbers of a trained model."""
+    gates = gate_modules(model)
+    live = gates and not all(bool(g.frozen) for g in gates.values())
+    masks = _masks(model, config) if gates else None
+    final = evaluate(model, test_loader, masks if live else None)
+    if gates:
+        freeze_gates(model, masks)
+    subnet = extract_subnetwork(model, masks)
+    extracted = evaluate(subnet, test_loader)
+    dense = build_model(config.arch, model.num_classes)
+    input_size = (1, *model.input_shape)
+    flops_dense, flops_extracted = count_flops(dense, input_size), count_flops(subnet, input_size)
+    return {
+        "method": config.method,
+        "version": __version__,
+        "epochs": len(history),
+        "top1_gated": round(final["top1"], 2),
+        "top1_extracted": round(extracted["top1"], 2),
+        "disagreement": final.get("disagreement"),
+        "flops_dense": flops_dense,
+        "flops_extracted": flops_extracted,
+        "pruning_rate_flops": round(1.0 - flops_extracted / flops_dense, 4),
+        "params_dense": count_params(dense),
+        "params_extracted": count_params(subnet),
+        "kept_units": {n: int(m.sum()) for n, m in masks.items()} if masks else {},
+        "flops_unit": "multiply-accumulates of conv and linear layers per image (fvcore)",
+        "config": config.to_dict(),
+        "_subnet": subnet,
+    }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float) + "\n")
+    os.replace(tmp, path)
