@@ -27,7 +27,7 @@ from .gates import DynamicGate, Gate, StaticGate, binarize
 from .models import ResNet, build_model, cifar_resnet, tiny_resnet18
 from .regularizers import keep_ratio, polarization, sparsity_penalty
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "binarize", "Gate", "DynamicGate", "StaticGate",

@@ -66,7 +66,7 @@ def consensus_masks(
         round_to: round each channel gate's kept count up to a multiple of this.
 
     Returns:
-        {gate name: bool tensor of shape (C,)} on the CPU.
+        A dict mapping each gate name to a bool tensor of shape (C,), on the CPU.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1]; got {threshold!r}.")
@@ -127,7 +127,7 @@ def frozen_masks(model: nn.Module) -> Masks | None:
 class DisagreementCounter:
     """Counts, while installed, live gate decisions that differ from ``masks``.
 
-    Use as a context manager around forward passes of a model whose gates are live:
+    Use as a context manager around forward passes of a model whose gates are live::
 
         with DisagreementCounter(model, masks) as counter:
             model(x)

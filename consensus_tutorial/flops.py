@@ -43,7 +43,9 @@ def count_flops(model: nn.Module, input_size: Sequence[int] | None = None) -> in
         input_size: the input shape, batch included; default ``(1, *model.input_shape)``,
             or (1, 3, 32, 32) for a model without that attribute. Use batch 1 for per-image FLOPs.
     """
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # fvcore's import calls the deprecated torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     input_size = tuple(input_size or _default_input_size(model))
     param = next(model.parameters(), None)

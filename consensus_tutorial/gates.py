@@ -80,7 +80,7 @@ def logit(p: float) -> float:
 class Gate(nn.Module):
     """Base class of the gate modules: STE binarization, firing rate, freezing.
 
-    Subclasses implement :meth:`scores`, mapping the feature map ``x`` of shape
+    Subclasses implement ``scores``, mapping the feature map ``x`` of shape
     (B, C_in, H, W) to logits of shape (B, C) (or (C,) for input-independent scores).
 
     Buffers:
@@ -195,7 +195,7 @@ class StaticGate(Gate):
         self.theta = nn.Parameter(torch.full((units,), logit(init_prob)))
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Returns the (C,) logits; :meth:`probabilities` broadcasts them over the batch."""
+        """Returns the (C,) logits; ``probabilities`` broadcasts them over the batch."""
         return self.theta
 
 

@@ -92,7 +92,7 @@ class Objective:
         ce = F.cross_entropy(logits.float(), labels)
         gates = [g for g in gate_modules(model).values() if g.last_p is not None]
         if not gates:  # ungated, or every gate frozen
-            return ce, {"ce": float(ce), "sparsity": 0.0, "polarization": 0.0, "lambda_pol": 0.0}
+            return ce, {"ce": ce.item(), "sparsity": 0.0, "polarization": 0.0, "lambda_pol": 0.0}
         if self._kappa is None:
             self.attach(model)
         pbar = torch.cat([g.last_p.float().mean(0) for g in gates])
@@ -104,4 +104,5 @@ class Objective:
         loss = ce + self.lambda_sp * r_sp + lam_pol * r_pol
         for g in gates:  # the graph is consumed once; do not keep it alive
             g.last_p = g.last_g = None
-        return loss, {"ce": float(ce), "sparsity": float(r_sp), "polarization": float(r_pol), "lambda_pol": lam_pol}
+        terms = {"ce": ce.item(), "sparsity": r_sp.item(), "polarization": r_pol.item(), "lambda_pol": lam_pol}
+        return loss, terms

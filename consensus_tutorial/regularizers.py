@@ -10,7 +10,7 @@ Polarization (pushes every ``pbar_j`` to 0 or 1, where all inputs agree):
 
 The Zhuang form is divided by C (our choice) so that its weight means the same for
 every network size; this does not move its minimisers, which on [0, 1]^C keep a share
-of about ``1/2 - t/4`` of the units at 1 and the rest at 0 (for |t| <= 2).
+of about ``1/2 - t/4`` of the units at 1 and the rest at 0 (for ``|t| <= 2``).
 
 Sparsity (a user-defined pruning rate ``rho``, keep ratio ``kappa = 1 - rho``):
 
@@ -46,7 +46,9 @@ def polarization(pbar: torch.Tensor, kind: str = "bimodal", t: float | None = No
         return (p * (1.0 - p)).mean()
     if t is None:
         raise ValueError("the 'zhuang' polarizer needs t (for example t=0 keeps about half the units).")
-    return (t * p.abs().sum() - (p - p.mean()).abs().sum()) / p.numel()
+    # pbar lies in [0, 1], so ||pbar||_1 = sum(pbar); written as a sum (not abs) so that a
+    # unit sitting at 0 still feels the slope t (abs has a zero subgradient there).
+    return (t * p.sum() - (p - p.mean()).abs().sum()) / p.numel()
 
 
 def keep_ratio(pbar: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

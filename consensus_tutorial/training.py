@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
+from ._version import __version__
 from ._checks import check_choice, check_rate
 from .consensus import DisagreementCounter, consensus_masks, freeze_gates, gate_modules, unfreeze_gates
 from .data import BatchLoader, DATASETS, ImageSet, dataset_info, load_dataset
@@ -345,7 +345,7 @@ def fit(
             hooks.after_step(model)
             state.step += 1
             batches += 1
-            sums["loss"] += float(loss)
+            sums["loss"] += loss.item()
             for k, v in terms.items():
                 sums[k] += v
             if batches % 10 == 0:
