@@ -30,6 +30,7 @@ from .regularizers import keep_ratio, polarization, sparsity_penalty
 from ._version import __version__
 
 __all__ = [
+    "__version__",
     "binarize", "Gate", "DynamicGate", "StaticGate",
     "polarization", "sparsity_penalty", "keep_ratio",
     "ResNet", "cifar_resnet", "tiny_resnet18", "build_model",

@@ -28,7 +28,7 @@ from .training import SCHEDULES, TrainConfig
 FLAG_CHOICES = {
     "dataset": DATASETS, "arch": ARCHS, "method": METHODS, "gating": ("none", "layer", "channel"),
     "position": ("a", "b", "c"), "gate": ("dynamic", "static"), "polarizer": ("bimodal", "zhuang"),
-    "schedule": SCHEDULES, "sparsity_on": ("hard", "soft"), "gate_optimizer": ("auto", "sgd", "adam"),
+    "schedule": SCHEDULES, "sparsity_on": ("hard", "soft"), "gate_optimizer": ("adam", "sgd"),
 }
 HELP = {
     "dataset": "data set", "data_root": "folder with the data (official layout or JPEG packs); "
@@ -92,11 +92,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise SystemExit(f"error: {error}") from None
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from .training import run
 
     config = config_from_args(args)
-    command = "python -m consensus_tutorial " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "python -m consensus_tutorial " + " ".join(shlex.quote(a) for a in argv)
     try:
         metrics = run(config, args.out, resume=args.resume, progress=not args.quiet, command=command)
     except (FileNotFoundError, ValueError) as error:
@@ -124,8 +124,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     try:
         subnet = load_subnetwork(args.run_dir / "subnetwork.pt", map_location=device)
-        test = load_dataset(dataset, default_data_root(args.data_root), "test", limit=limit,
-                            seed=config.get("seed", 0))
+        test = load_dataset(dataset, default_data_root(args.data_root or config.get("data_root")), "test",
+                            limit=limit, seed=config.get("seed", 0),
+                            verify_checksums=config.get("verify_checksums", True))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     top1 = evaluate(subnet, BatchLoader(test, 500, train=False, device=device))["top1"]
@@ -137,9 +138,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if args.command == "train":
-        return _train(args)
+        return _train(args, argv)
     return _evaluate(args)
 
 

@@ -255,7 +255,7 @@ def extract_subnetwork(model: ResNet, masks: Mapping[str, torch.Tensor] | None =
     """
     masks = resolve_masks(model, masks)
     spec = subnetwork_spec(model, masks)
-    state = {f"conv1.weight": model.conv1.weight} | _bn_state(model.bn1, "bn1", None)
+    state = {"conv1.weight": model.conv1.weight} | _bn_state(model.bn1, "bn1", None)
     position = 0
     for (name, block), bspec in zip(model.blocks(), spec["blocks"]):
         if bspec["dropped"]:
@@ -314,5 +314,12 @@ def load_subnetwork(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
         raise ValueError(f"{path} is not a sub-network saved by ct.save_subnetwork.")
     subnet = PrunedResNet(payload["spec"])
+    # build in the saved floating dtype: load_state_dict would silently cast a float64
+    # (or float16) sub-network to float32 and the logits would no longer match
+    saved_dtype = next(
+        (v.dtype for v in payload["state_dict"].values() if torch.is_floating_point(v)), None
+    )
+    if saved_dtype is not None:
+        subnet = subnet.to(saved_dtype)
     subnet.load_state_dict(payload["state_dict"], strict=True)
     return subnet.to(map_location).eval()
