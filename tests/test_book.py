@@ -1,0 +1,68 @@
+"""The Jupyter Book builds with warnings as errors, every chapter has its page and its
+figures, and a headless Chromium renders the math and the figures."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import toc_files
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--virtual-time-budget=15000",
+]
+
+
+def _html(book_copy: Path, page: str) -> Path:
+    return book_copy / "_build" / "html" / f"{page}.html"
+
+
+def test_book_builds_without_warnings(built_book):
+    assert built_book.returncode == 0, built_book.stdout[-4000:] + built_book.stderr[-4000:]
+    assert "WARNING" not in built_book.stderr
+
+
+@pytest.mark.parametrize("page", toc_files())
+def test_every_chapter_has_a_page(page, book_copy, built_book):
+    html = _html(book_copy, page)
+    assert html.is_file(), f"no page for {page}"
+    text = html.read_text()
+    assert re.search(r"<h1[^>]*>", text), f"{page} has no title"
+    if page.startswith("notebooks/"):
+        images = re.findall(r'<img[^>]+src="([^"]+)"', text)
+        figures = [src for src in images if "_images/" in src or src.startswith("data:image")]
+        assert figures, f"{page} shows no figure"
+        for src in figures:
+            if not src.startswith("data:"):
+                assert (html.parent / src).resolve().is_file(), f"{page}: missing image {src}"
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (.ci/run installs it)")
+@pytest.mark.parametrize("page", ["book/method", "notebooks/02_polarization_dynamics"])
+def test_page_renders_in_headless_chromium(page, book_copy, built_book, tmp_path):
+    url = _html(book_copy, page).as_uri()
+    common = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert "<title>" in dom and "consensus" in dom.lower()
+    if page == "book/method":
+        assert dom.count("<mjx-container") > 20, "MathJax did not typeset the equations"
+        assert "<svg" in dom
+    shot = tmp_path / "page.png"
+    subprocess.run([*common, "--window-size=1200,1600", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 20, "the screenshot is (nearly) blank"
+    if page.startswith("notebooks/"):
+        assert re.search(r'<img[^>]+src="[^"]*_images/', dom), "the rendered page has no figure"
