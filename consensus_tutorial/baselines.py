@@ -121,7 +121,7 @@ class MethodHooks:
     def gated(self, model: ResNet) -> bool:
         """True when the gates are live and the one-pass objective applies."""
         gates = gate_modules(model)
-        return bool(gates) and not all(bool(g.frozen) for g in gates.values())
+        return bool(gates) and not all(g.is_frozen for g in gates.values())
 
     def state_dict(self) -> dict:
         return {}

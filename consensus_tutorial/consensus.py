@@ -119,7 +119,7 @@ def unfreeze_gates(model: nn.Module) -> nn.Module:
 def frozen_masks(model: nn.Module) -> Masks | None:
     """The masks of a model whose gates are all frozen; None if any gate is live."""
     gates = gate_modules(model)
-    if not gates or not all(bool(g.frozen) for g in gates.values()):
+    if not gates or not all(g.is_frozen for g in gates.values()):
         return None
     return {n: g.mask.detach().cpu().bool() for n, g in gates.items()}
 
@@ -137,7 +137,7 @@ class DisagreementCounter:
     def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor]):
         self.gates = _require_gates(model)
         _check_masks(self.gates, masks)
-        if any(bool(g.frozen) for g in self.gates.values()):
+        if any(g.is_frozen for g in self.gates.values()):
             raise ValueError("counting disagreement needs live gates: call ct.unfreeze_gates(model) first.")
         self.masks = {n: torch.as_tensor(m).float() for n, m in masks.items()}
         self.differ = 0

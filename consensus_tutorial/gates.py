@@ -105,6 +105,9 @@ class Gate(nn.Module):
         self.register_buffer("firing_rate", torch.ones(units))
         self.register_buffer("mask", torch.ones(units))
         self.register_buffer("frozen", torch.tensor(False))
+        # A Python copy of ``frozen``: reading the buffer in every forward pass would make
+        # the CPU wait for the GPU. Kept in step by freeze/unfreeze and state_dict loads.
+        self._is_frozen = False
         self.last_p: torch.Tensor | None = None
         self.last_g: torch.Tensor | None = None
 
@@ -120,7 +123,7 @@ class Gate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Hard gates of shape (B, C) for the feature map ``x`` of shape (B, C_in, H, W)."""
-        if bool(self.frozen):
+        if self._is_frozen:
             return self.mask.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1)
         p = self.probabilities(x)
         g = binarize(p, clip=self.ste_clip)
@@ -141,14 +144,25 @@ class Gate(nn.Module):
             )
         self.mask.copy_(mask.to(self.mask.dtype) != 0)
         self.frozen.fill_(True)
+        self._is_frozen = True
         self.last_p = self.last_g = None
 
     def unfreeze(self) -> None:
         """Let the gate decide from its input again."""
         self.frozen.fill_(False)
+        self._is_frozen = False
 
     def extra_repr(self) -> str:
-        return f"units={self.units}, frozen={bool(self.frozen)}"
+        return f"units={self.units}, frozen={self._is_frozen}"
+
+    @property
+    def is_frozen(self) -> bool:
+        """True when the gate returns its constant mask."""
+        return self._is_frozen
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._is_frozen = bool(self.frozen)
 
 
 class DynamicGate(Gate):

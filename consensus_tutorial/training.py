@@ -133,10 +133,34 @@ class TrainConfig:
             raise ValueError(f"unknown setting(s) {unknown}; known settings: {sorted(known)}.")
         if normal.get("gating") in ("none", "None"):
             normal["gating"] = None
-        return cls(**normal)
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        return cls(**{k: _coerce(k, v, types[k]) for k, v in normal.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _coerce(name: str, value: Any, kind: str) -> Any:
+    """Turn a setting read from YAML into its field's type (YAML reads ``5e-4`` as a string)."""
+    if value is None or kind == "str" or kind == "str | None":
+        return value
+    try:
+        if kind.startswith("bool"):
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+                return value.lower() in ("true", "yes")
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if kind.startswith("int"):
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if kind.startswith("float"):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {name} must be of type {kind}; got {value!r}.") from None
+    return value
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -378,7 +402,7 @@ def fit(
 
 def _gate_report(model: ResNet, test_loader, config: TrainConfig) -> dict:
     gates = gate_modules(model)
-    live = gates and not all(bool(g.frozen) for g in gates.values())
+    live = gates and not all(g.is_frozen for g in gates.values())
     masks = _masks(model, config) if gates else None
     result = evaluate(model, test_loader, masks if live else None)
     report = {"top1_gated": result["top1"]}
@@ -393,7 +417,7 @@ def _gate_report(model: ResNet, test_loader, config: TrainConfig) -> dict:
 
 def _masks(model: ResNet, config: TrainConfig) -> dict:
     gates = gate_modules(model)
-    if all(bool(g.frozen) for g in gates.values()):
+    if all(g.is_frozen for g in gates.values()):
         return {n: g.mask.bool().cpu() for n, g in gates.items()}
     return consensus_masks(model, config.threshold, min_channels=config.min_channels, round_to=config.round_to)
 
@@ -479,7 +503,7 @@ def run(
 def finish(model: ResNet, test_loader, config: TrainConfig, history: list[dict]) -> dict[str, Any]:
     """Consensus masks, freezing, extraction and the final numbers of a trained model."""
     gates = gate_modules(model)
-    live = gates and not all(bool(g.frozen) for g in gates.values())
+    live = gates and not all(g.is_frozen for g in gates.values())
     masks = _masks(model, config) if gates else None
     final = evaluate(model, test_loader, masks if live else None)
     if gates:

@@ -206,3 +206,10 @@ def test_cli_config_file_flags_override_and_evaluate_reproduces(cifar_root, tmp_
     assert evaluated["top1_extracted"] == metrics["top1_extracted"]
     assert evaluated["flops_extracted"] == metrics["flops_extracted"]
     assert evaluated["test_images"] == 40
+
+
+def test_yaml_numbers_written_without_a_dot_are_numbers():
+    config = TrainConfig.from_dict(yaml.safe_load("weight_decay: 5e-4\nlr: 1e-1\nepochs: '3'\namp: 'false'"))
+    assert config.weight_decay == 5e-4 and config.lr == 0.1 and config.epochs == 3 and config.amp is False
+    with pytest.raises(ValueError, match="setting epochs must be of type int"):
+        TrainConfig.from_dict({"epochs": "many"})

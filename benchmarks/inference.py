@@ -1,0 +1,166 @@
+"""Inference cost of extracted sub-networks against the dense network, measured side by side.
+
+What it measures: for CIFAR ResNets (default ResNet-20 and ResNet-56) and several gatings
+and pruning levels, the FLOPs ratio (``ct.count_flops``), the parameter ratio
+(``ct.count_params``) and the measured forward latency ratio (``ct.measure_latency``,
+median, eval mode, no gradients) of the extracted sub-network over the plain dense
+ResNet, at the batch sizes of ``--batch-sizes`` (default 1 and 64).
+
+No training is needed: latency depends on shapes only. For each row a gated model is
+built, random masks close the given share of units (``round(share * C)`` channels of
+every channel gate, or that share of the residual blocks for layer gating; a closed
+down-sampling block keeps its shortcut), the gates are frozen and the network is
+extracted with ``ct.extract_subnetwork``. The dense network and the extracted one are
+then timed in alternation (dense, extracted, extracted, dense, ...) for ``--rounds``
+rounds of ``--repeats`` passes each, so that machine load hits both; each round gives
+``ct.measure_latency``'s median, and the ratio is that of the medians over the rounds.
+The "0%" row extracts with every gate open: it shows what the extracted module costs beside the plain ResNet when nothing is cut.
+
+Run (from the repository root; a few minutes on a 2-core CPU):
+
+    .venv/bin/python benchmarks/inference.py --threads 1
+    .venv/bin/python benchmarks/inference.py --device cuda --batch-sizes 1 64 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+import consensus_tutorial as ct
+from consensus_tutorial.training import select_device
+
+# (label, gating, position, share of units closed)
+DEFAULT_CASES = [
+    ("channel (b) 0%", "channel", "b", 0.0),
+    ("channel (b) 30%", "channel", "b", 0.3),
+    ("channel (b) 50%", "channel", "b", 0.5),
+    ("channel (b) 70%", "channel", "b", 0.7),
+    ("channel (a) 50%", "channel", "a", 0.5),
+    ("channel (c) 50%", "channel", "c", 0.5),
+    ("layer 30% of blocks", "layer", "b", 0.3),
+    ("layer 50% of blocks", "layer", "b", 0.5),
+    ("layer 70% of blocks", "layer", "b", 0.7),
+]
+
+
+def machine_info(device: torch.device) -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": f"{cpu} ({platform.machine()})", "cores": str(os.cpu_count()), "torch": torch.__version__,
+            "torch threads": str(torch.get_num_threads()), "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def random_masks(model: ct.ResNet, gating: str, share: float, generator: torch.Generator) -> dict:
+    """Masks closing ``round(share * C)`` units of every channel gate, or ``round(share * blocks)``
+    randomly chosen blocks for layer gating."""
+    gates = ct.gate_modules(model)
+    if gating == "layer":
+        names = list(gates)
+        closed = set(torch.randperm(len(names), generator=generator)[: round(share * len(names))].tolist())
+        return {n: torch.tensor([i not in closed]) for i, n in enumerate(names)}
+    masks = {}
+    for n, g in gates.items():
+        mask = torch.ones(g.units, dtype=torch.bool)
+        mask[torch.randperm(g.units, generator=generator)[: round(share * g.units)]] = False
+        masks[n] = mask
+    return masks
+
+
+def paired_latency(dense, subnet, batch: int, input_shape, device, rounds: int, repeats: int,
+                   warmup: int) -> tuple[float, float]:
+    """Latency (seconds) of dense and extracted: the median over ``rounds`` of
+    ``ct.measure_latency`` (itself the median of ``repeats`` passes), rounds in ABBA order."""
+    size = (batch, *input_shape)
+    times = {"dense": [], "sub": []}
+    models = {"dense": dense, "sub": subnet}
+    for name, m in models.items():  # untimed warm-up of both first
+        ct.measure_latency(m, size, repeats=1, warmup=warmup, device=device)
+    for r in range(rounds):
+        for name in (("dense", "sub") if r % 2 == 0 else ("sub", "dense")):
+            times[name].append(ct.measure_latency(models[name], size, repeats=repeats, warmup=0, device=device))
+    return statistics.median(times["dense"]), statistics.median(times["sub"])
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--archs", nargs="+", default=["resnet20", "resnet56"],
+                   choices=[a for a in ct.models.ARCHS if a != "resnet18"], help="CIFAR ResNets")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 64])
+    p.add_argument("--rounds", type=int, default=4, help="alternations of dense and extracted per batch size")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes per model per round")
+    p.add_argument("--warmup", type=int, default=3, help="untimed passes per model before timing")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads; None leaves torch's own choice")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random masks")
+    args = p.parse_args(argv)
+    if min(args.batch_sizes) < 1 or args.rounds < 1 or args.repeats < 1 or args.warmup < 0:
+        p.error("batch sizes, --rounds and --repeats must be >= 1, --warmup >= 0")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    generator = torch.Generator().manual_seed(args.seed)
+    rows, dense_ms = [], {}
+    jobs = [(arch, case) for arch in args.archs for case in DEFAULT_CASES]
+    for arch, (label, gating, position, share) in tqdm(jobs, desc="rows", file=sys.stderr):
+        torch.manual_seed(args.seed)
+        dense = ct.build_model(arch, 10).to(device).eval()
+        gated = ct.build_model(arch, 10, gating=gating, position=position, gate="static").to(device)
+        masks = random_masks(gated, gating, share, generator)
+        subnet = ct.extract_subnetwork(ct.freeze_gates(gated, masks).eval())
+        row = {
+            "model": arch, "gating": label,
+            "flops": ct.count_flops(subnet) / ct.count_flops(dense),
+            "params": ct.count_params(subnet) / ct.count_params(dense),
+        }
+        for b in args.batch_sizes:
+            d, s = paired_latency(dense, subnet, b, dense.input_shape, device, args.rounds, args.repeats,
+                                  args.warmup)
+            row[f"lat{b}"] = s / d
+            dense_ms.setdefault((arch, b), []).append(d * 1e3)
+        rows.append(row)
+
+    print()
+    print(f"Inference: extracted / dense, {device}, median over {args.rounds} rounds (ABBA interleaved) of "
+          f"ct.measure_latency medians of {args.repeats} passes, random masks (seed {args.seed}), 10 classes")
+    print("machine: " + "; ".join(f"{k} {v}" for k, v in machine_info(device).items()))
+    print()
+    head = ["model", "gating (share of units closed)", "FLOPs ratio", "params ratio"]
+    head += [f"latency ratio (batch {b})" for b in args.batch_sizes]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        cells = [r["model"], r["gating"], f"{r['flops']:.3f}", f"{r['params']:.3f}"]
+        cells += [f"{r[f'lat{b}']:.3f}" for b in args.batch_sizes]
+        print("| " + " | ".join(cells) + " |")
+    print()
+    for (arch, b), values in dense_ms.items():
+        print(f"dense {arch}, batch {b}: median {statistics.median(values):.2f} ms per forward pass "
+              f"(median over the rows' dense timings)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
