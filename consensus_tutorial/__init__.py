@@ -26,6 +26,7 @@ from .flops import count_flops, count_params, measure_latency, predicted_flops, 
 from .gates import DynamicGate, Gate, StaticGate, binarize
 from .models import ResNet, build_model, cifar_resnet, tiny_resnet18
 from .regularizers import keep_ratio, polarization, sparsity_penalty
+from . import data, plots, toy, training, widgets  # noqa: E402  (modules the notebooks use)
 
 from ._version import __version__
 

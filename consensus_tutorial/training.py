@@ -451,6 +451,17 @@ def load_data(config: TrainConfig, device: torch.device, progress: bool = True) 
     return train, test
 
 
+class RunResult(dict):
+    """The metrics of a run (a dict, as written to ``metrics.json``), with the objects
+    behind them as attributes: ``history`` (per-epoch records), ``model`` (the trained
+    gated model, gates frozen to the consensus masks) and ``subnetwork`` (the extracted
+    network)."""
+
+    history: list[dict]
+    model: ResNet
+    subnetwork: nn.Module
+
+
 def run(
     config: TrainConfig,
     out: str | os.PathLike | None = None,
@@ -459,8 +470,9 @@ def run(
     progress: bool = True,
     command: str | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
-) -> dict[str, Any]:
-    """Train, extract and evaluate as ``config`` says; return the metrics.
+) -> RunResult:
+    """Train, extract and evaluate as ``config`` says; return the metrics (a
+    :class:`RunResult`, which also holds the history, the model and the sub-network).
 
     With ``out``, writes there: ``checkpoint.pt`` (every epoch), ``history.json``,
     ``metrics.json`` and ``subnetwork.pt`` (load it with ``ct.load_subnetwork``).
@@ -491,13 +503,13 @@ def run(
     metrics["train_time_s"] = round(sum(h["seconds"] for h in history), 1)
     metrics["command"] = command or " ".join(sys.argv)
     metrics["device"] = str(device)
+    result = RunResult(metrics)
+    result.history, result.model, result.subnetwork = history, model, result.pop("_subnet")
     if out_dir:
-        save_subnetwork(metrics.pop("_subnet"), out_dir / "subnetwork.pt")
+        save_subnetwork(result.subnetwork, out_dir / "subnetwork.pt")
         _write_json(out_dir / "history.json", history)
-        _write_json(out_dir / "metrics.json", metrics)
-    else:
-        metrics.pop("_subnet")
-    return metrics
+        _write_json(out_dir / "metrics.json", dict(result))
+    return result
 
 
 def finish(model: ResNet, test_loader, config: TrainConfig, history: list[dict]) -> dict[str, Any]:

@@ -22,9 +22,10 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Small parameters per notebook: enough to draw every figure, fast on a 2-core CPU.
 NOTEBOOK_PARAMETERS: dict[str, dict] = {
-    "01_gates_and_ste": {},
-    "02_polarization_dynamics": {"EPOCHS": 1, "LIMIT_TRAIN": 256, "LIMIT_TEST": 128},
-    "03_gate_histograms": {"EPOCHS": 2, "LIMIT_TRAIN": 256, "LIMIT_TEST": 128},
+    "01_gates_and_ste": {"BATCH_SIZE": 4, "TOY_STEPS": 20},
+    "02_polarization_dynamics": {"EPOCHS": 1, "LIMIT_TRAIN": 64, "LIMIT_TEST": 64, "BATCH_SIZE": 32,
+                                 "TOY_UNITS": 8, "TOY_STEPS": 30},
+    "03_gate_histograms": {"EPOCHS": 1, "LIMIT_TRAIN": 64, "LIMIT_TEST": 64, "BATCH_SIZE": 32},
     "04_layer_vs_channel": {"EPOCHS": 1, "LIMIT_TRAIN": 256, "LIMIT_TEST": 128},
     "05_baselines": {"EPOCHS": 2, "LIMIT_TRAIN": 256, "LIMIT_TEST": 128},
     "06_full_runs": {"EPOCHS": 2, "LIMIT_TRAIN": 256, "LIMIT_TEST": 128},
