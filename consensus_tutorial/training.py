@@ -63,6 +63,7 @@ class TrainConfig:
     lambda_pol: float = 1.0
     pol_warmup: float = 0.3
     init_prob: float = 0.9
+    gate_momentum: float = 0.9
     threshold: float = 0.5
     min_channels: int = 1
     round_to: int | None = None
@@ -193,6 +194,7 @@ def build_for(config: TrainConfig) -> ResNet:
     return build_model(
         config.arch, num_classes, gating=config.gating, position=config.position,
         gate=config.gate, gate_depth=config.gate_depth, init_prob=config.init_prob,
+        momentum=config.gate_momentum,
     )
 
 
