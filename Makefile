@@ -30,4 +30,4 @@ book: venv
 	$(VENV)/bin/jupyter-book build . -n -W --keep-going
 
 clean:
-	rm -rf _build
+	rm -rf _build notebooks/runs

@@ -157,7 +157,8 @@ class PruneAtHooks(MethodHooks):
             freeze_gates(model, {n: torch.ones(g.units, dtype=torch.bool) for n, g in gates.items()})
 
     def prune_epoch(self) -> int:
-        return 0 if self.at_start else max(1, round(self.config.prune_at * self.config.epochs))
+        epochs = self.config.epochs
+        return 0 if self.at_start else min(epochs - 1, max(1, round(self.config.prune_at * epochs)))
 
     def on_epoch_start(self, model: ResNet, epoch: int) -> None:
         if not self.at_start and epoch == self.prune_epoch():

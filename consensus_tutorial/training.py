@@ -120,6 +120,11 @@ class TrainConfig:
             raise ValueError(f"lr and gate_lr must be positive; got {self.lr!r}, {self.gate_lr!r}.")
         if not 0.0 <= self.pol_warmup <= 1.0 or not 0.0 < self.prune_at < 1.0:
             raise ValueError("pol_warmup must lie in [0, 1] and prune_at in (0, 1).")
+        if self.method in ("l1", "bn-polarization") and self.epochs < 2:
+            raise ValueError(
+                f"method {self.method!r} prunes after a share (prune_at={self.prune_at}) of the epochs and "
+                "fine-tunes for the rest: it needs epochs >= 2."
+            )
         for key, value in method_model_settings(self.method).items():
             setattr(self, key, value)
         return self
