@@ -25,13 +25,11 @@ Run (from the repository root; a few minutes on a 2-core CPU):
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
-from pathlib import Path
 
 import torch
+from machine import machine_info
 from tqdm.auto import tqdm
 
 import consensus_tutorial as ct
@@ -50,21 +48,6 @@ DEFAULT_CASES = [
     ("layer 70% of blocks", "layer", "b", 0.7),
 ]
 
-
-def machine_info(device: torch.device) -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": f"{cpu} ({platform.machine()})", "cores": str(os.cpu_count()), "torch": torch.__version__,
-            "torch threads": str(torch.get_num_threads()), "device": str(device)}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def random_masks(model: ct.ResNet, gating: str, share: float, generator: torch.Generator) -> dict:

@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from machine import machine_info
 from tqdm.auto import tqdm
 
 import consensus_tutorial as ct
@@ -56,28 +56,6 @@ REPO = Path(__file__).resolve().parents[1]
 def default_root() -> str:
     return os.environ.get(DATA_ENV) or str((REPO.parent / "shared" / "data").resolve())
 
-
-def machine_info(device: torch.device) -> dict[str, str]:
-    """CPU model, cores, torch version and threads, device (and GPU name on CUDA)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": f"{cpu} ({platform.machine()})",
-        "cores": str(os.cpu_count()),
-        "torch": torch.__version__,
-        "torch threads": str(torch.get_num_threads()),
-        "device": str(device),
-        "python": platform.python_version(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 class TimedLoader:

@@ -31,7 +31,7 @@ from . import data, plots, toy, training, widgets  # noqa: E402  (modules the no
 from ._version import __version__
 
 __all__ = [
-    "__version__",
+    "__version__", "data", "plots", "toy", "training", "widgets",
     "binarize", "Gate", "DynamicGate", "StaticGate",
     "polarization", "sparsity_penalty", "keep_ratio",
     "ResNet", "cifar_resnet", "tiny_resnet18", "build_model",

@@ -52,6 +52,18 @@ def data_environment() -> dict[str, str]:
     return env
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """The unit tests' tensors are tiny: one intra-op thread is as fast, and much faster
+    when the machine's few cores are busy (no OpenMP threads spinning against others)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def book_copy(tmp_path_factory) -> Path:
     """The book's sources copied to a temporary folder."""

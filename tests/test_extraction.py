@@ -15,14 +15,6 @@ import consensus_tutorial as ct
 from consensus_tutorial.extraction import PrunedBasicBlock
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: one intra-op thread is as fast, and much faster when the
-    machine's few cores are busy (no OpenMP threads spinning against other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 

@@ -11,14 +11,6 @@ import consensus_tutorial as ct
 from consensus_tutorial.gates import logit, make_gate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: one intra-op thread is as fast, and much faster when the
-    machine's few cores are busy (no OpenMP threads spinning against other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- binarize

@@ -13,14 +13,6 @@ from hypothesis import strategies as st
 import consensus_tutorial as ct
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tensors are tiny: one intra-op thread is as fast, and much faster when the
-    machine's few cores are busy (no OpenMP threads spinning against other processes)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 P = [0.2, 0.5, 1.0, 0.0]
 
