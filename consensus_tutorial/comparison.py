@@ -55,7 +55,7 @@ class PublishedResult:
 
     @property
     def drop(self) -> float | None:
-        """Top-1 drop in points (baseline - pruned; negative: the pruned network is better)."""
+        """The top-1 drop in points, baseline minus pruned (negative when the pruned network is better)."""
         if self.baseline_top1 is None:
             return None
         return round(self.baseline_top1 - self.pruned_top1, 2)
