@@ -12,6 +12,7 @@ epoch, so a killed run resumes (``resume=True``) and ends as if it had never sto
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -238,24 +239,24 @@ def make_optimizers(model: nn.Module, config: TrainConfig, steps_per_epoch: int)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, masks: dict | None = None, progress: bool = False) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, loader, masks: dict | None = None, progress: bool = False, amp: bool = True
+) -> dict[str, float]:
     """Top-1 (percent) of ``model`` over ``loader`` in eval mode; with ``masks`` and live
-    gates, also the consensus disagreement rate of the same pass."""
+    gates, also the consensus disagreement rate of the same pass. ``amp``: bfloat16
+    autocast on CUDA."""
     was_training = model.training
     model.eval()
     correct = total = 0
     counter = DisagreementCounter(model, masks) if masks is not None else None
     try:
-        if counter:
-            counter.__enter__()
-        for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
-            with _autocast(x.device):
-                logits = model(x)
-            correct += int((logits.argmax(1) == y).sum())
-            total += len(y)
+        with counter or contextlib.nullcontext():
+            for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
+                with _autocast(x.device, amp):
+                    logits = model(x)
+                correct += int((logits.argmax(1) == y).sum())
+                total += len(y)
     finally:
-        if counter:
-            counter.__exit__(None, None, None)
         model.train(was_training)
     result = {"top1": 100.0 * correct / max(total, 1)}
     if counter:
@@ -263,12 +264,9 @@ def evaluate(model: nn.Module, loader, masks: dict | None = None, progress: bool
     return result
 
 
-def _autocast(device: torch.device):
-    enabled = device.type == "cuda" and _AMP["on"]
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-_AMP = {"on": True}
+def _autocast(device: torch.device, amp: bool):
+    """bfloat16 autocast on CUDA when ``amp``; a no-op elsewhere."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
 
 def _rng_state() -> dict:
@@ -324,7 +322,6 @@ def fit(
     from .baselines import method_hooks as default_hooks
 
     device = next(model.parameters()).device
-    _AMP["on"] = config.amp
     hooks = method_hooks or default_hooks(config)
     optimizers, scheduler = make_optimizers(model, config, len(train_loader))
     total_steps = config.epochs * len(train_loader)
@@ -363,7 +360,7 @@ def fit(
         batches = 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
         for x, y in bar:
-            with _autocast(device):
+            with _autocast(device, config.amp):
                 logits = model(x)
             loss, terms = objective(model, logits, y, state.step)
             loss = loss + hooks.extra_loss(model)
@@ -411,7 +408,7 @@ def _gate_report(model: ResNet, test_loader, config: TrainConfig) -> dict:
     gates = gate_modules(model)
     live = gates and not all(g.is_frozen for g in gates.values())
     masks = _masks(model, config) if gates else None
-    result = evaluate(model, test_loader, masks if live else None)
+    result = evaluate(model, test_loader, masks if live else None, amp=config.amp)
     report = {"top1_gated": result["top1"]}
     if gates:
         report["disagreement"] = result.get("disagreement", 0.0)
@@ -520,15 +517,17 @@ def run(
 
 
 def finish(model: ResNet, test_loader, config: TrainConfig, history: list[dict]) -> dict[str, Any]:
-    """Consensus masks, freezing, extraction and the final numbers of a trained model."""
+    """Consensus masks, freezing, extraction and the final numbers of a trained model.
+
+    The gated model's top-1 and disagreement are those of the last epoch's evaluation
+    (``history[-1]``): the model has not changed since, so they are not measured twice."""
     gates = gate_modules(model)
-    live = gates and not all(g.is_frozen for g in gates.values())
     masks = _masks(model, config) if gates else None
-    final = evaluate(model, test_loader, masks if live else None)
+    final = history[-1]
     if gates:
         freeze_gates(model, masks)
     subnet = extract_subnetwork(model, masks)
-    extracted = evaluate(subnet, test_loader)
+    extracted = evaluate(subnet, test_loader, amp=config.amp)
     dense = build_model(config.arch, model.num_classes)
     input_size = (1, *model.input_shape)
     flops_dense, flops_extracted = count_flops(dense, input_size), count_flops(subnet, input_size)
@@ -536,7 +535,7 @@ def finish(model: ResNet, test_loader, config: TrainConfig, history: list[dict])
         "method": config.method,
         "version": __version__,
         "epochs": len(history),
-        "top1_gated": round(final["top1"], 2),
+        "top1_gated": round(final["top1_gated"], 2),
         "top1_extracted": round(extracted["top1"], 2),
         "disagreement": final.get("disagreement"),
         "flops_dense": flops_dense,
