@@ -27,9 +27,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from pathlib import Path
 
 import torch
-from machine import machine_info
+from machine import machine_info, write_json
 from tqdm.auto import tqdm
 
 import consensus_tutorial as ct
@@ -67,17 +68,18 @@ def random_masks(model: ct.ResNet, gating: str, share: float, generator: torch.G
 
 
 def paired_latency(dense, subnet, batch: int, input_shape, device, rounds: int, repeats: int,
-                   warmup: int) -> tuple[float, float]:
+                   warmup: int, clock: str = "wall") -> tuple[float, float]:
     """Latency (seconds) of dense and extracted: the median over ``rounds`` of
     ``ct.measure_latency`` (itself the median of ``repeats`` passes), rounds in ABBA order."""
     size = (batch, *input_shape)
     times = {"dense": [], "sub": []}
     models = {"dense": dense, "sub": subnet}
     for name, m in models.items():  # untimed warm-up of both first
-        ct.measure_latency(m, size, repeats=1, warmup=warmup, device=device)
+        ct.measure_latency(m, size, repeats=1, warmup=warmup, device=device, clock=clock)
     for r in range(rounds):
         for name in (("dense", "sub") if r % 2 == 0 else ("sub", "dense")):
-            times[name].append(ct.measure_latency(models[name], size, repeats=repeats, warmup=0, device=device))
+            times[name].append(ct.measure_latency(models[name], size, repeats=repeats, warmup=0, device=device,
+                                                   clock=clock))
     return statistics.median(times["dense"]), statistics.median(times["sub"])
 
 
@@ -92,7 +94,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed passes per model before timing")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; None leaves torch's own choice")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: elapsed time; cpu: the process's CPU time (with --threads 1 the same work, far "
+                        "less disturbed by other jobs on the machine)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random masks")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows and the machine to this JSON file")
     args = p.parse_args(argv)
     if min(args.batch_sizes) < 1 or args.rounds < 1 or args.repeats < 1 or args.warmup < 0:
         p.error("batch sizes, --rounds and --repeats must be >= 1, --warmup >= 0")
@@ -120,14 +126,14 @@ def main(argv=None) -> int:
         }
         for b in args.batch_sizes:
             d, s = paired_latency(dense, subnet, b, dense.input_shape, device, args.rounds, args.repeats,
-                                  args.warmup)
+                                  args.warmup, args.clock)
             row[f"lat{b}"] = s / d
             dense_ms.setdefault((arch, b), []).append(d * 1e3)
         rows.append(row)
 
     print()
     print(f"Inference: extracted / dense, {device}, median over {args.rounds} rounds (ABBA interleaved) of "
-          f"ct.measure_latency medians of {args.repeats} passes, random masks (seed {args.seed}), 10 classes")
+          f"ct.measure_latency medians of {args.repeats} passes ({args.clock} clock), random masks (seed {args.seed}), 10 classes")
     print("machine: " + "; ".join(f"{k} {v}" for k, v in machine_info(device).items()))
     print()
     head = ["model", "gating (share of units closed)", "FLOPs ratio", "params ratio"]
@@ -142,6 +148,15 @@ def main(argv=None) -> int:
     for (arch, b), values in dense_ms.items():
         print(f"dense {arch}, batch {b}: median {statistics.median(values):.2f} ms per forward pass "
               f"(median over the rows' dense timings)")
+    if args.json:
+        write_json(args.json, {
+            "what": "extracted / dense ratios of FLOPs, parameters and latency (lat<batch>), random masks",
+            "command": "python benchmarks/inference.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "machine": machine_info(device), "clock": args.clock, "rounds": args.rounds, "repeats": args.repeats, "seed": args.seed,
+            "batch_sizes": args.batch_sizes, "rows": rows,
+            "dense_ms": {f"{arch} batch {b}": statistics.median(v) for (arch, b), v in dense_ms.items()},
+        })
+        print(f"wrote {args.json}")
     return 0
 
 

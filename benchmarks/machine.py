@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
 
 import torch
+
 
 def machine_info(device: torch.device) -> dict[str, str]:
     """CPU model, cores, torch version and threads, device (and GPU name on CUDA)."""
@@ -30,3 +32,12 @@ def machine_info(device: torch.device) -> dict[str, str]:
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
 
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)

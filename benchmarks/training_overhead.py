@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import machine_info
+from machine import machine_info, write_json
 from tqdm.auto import tqdm
 
 import consensus_tutorial as ct
@@ -124,6 +124,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; None leaves torch's own choice")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="also write the timings and the machine to this JSON file")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.limit_train < args.batch_size:
         p.error("--epochs must be >= 1 and --limit-train at least one batch")
@@ -197,6 +198,17 @@ def main(argv=None) -> int:
               f"{ratio(gated.train_cpu_s, dense.train_cpu_s)}")
     print(f"  whole epoch as fit records it (incl. its per-epoch test eval), wall, ratio of the medians: "
           f"{ratio(gated.epoch_s, dense.epoch_s)}")
+    if args.json:
+        write_json(args.json, {
+            "what": "seconds per training epoch, dense vs gated (channel gates at b, full objective), ABBA order",
+            "command": "python benchmarks/training_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "machine": info, "arch": args.arch, "train_images": len(train), "test_images": len(test),
+            "batch_size": args.batch_size,
+            "dense": {"train_s": dense.train_s, "train_cpu_s": dense.train_cpu_s, "epoch_s": dense.epoch_s},
+            "gated": {"train_s": gated.train_s, "train_cpu_s": gated.train_cpu_s, "epoch_s": gated.epoch_s},
+            "ratio_train_wall_paired": paired,
+        })
+        print(f"wrote {args.json}")
     return 0
 
 

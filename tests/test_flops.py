@@ -179,3 +179,15 @@ def test_measure_latency():
 def test_measure_latency_rejects_bad_counts(repeats, warmup):
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         ct.measure_latency(ct.cifar_resnet(8), repeats=repeats, warmup=warmup)
+
+
+def test_measure_latency_cpu_clock_counts_the_work():
+    model = ct.cifar_resnet(8)
+    small = ct.measure_latency(model, (1, 3, 8, 8), repeats=5, warmup=1, clock="cpu")
+    large = ct.measure_latency(model, (32, 3, 32, 32), repeats=5, warmup=1, clock="cpu")
+    assert 0 < small < large  # 512 times the pixels costs more CPU time
+
+
+def test_measure_latency_rejects_an_unknown_clock():
+    with pytest.raises(ValueError, match="clock must be 'wall' or 'cpu'"):
+        ct.measure_latency(ct.cifar_resnet(8), repeats=1, clock="gpu")

@@ -1,0 +1,140 @@
+"""The committed results: every run's extracted network is gate-free and matches its
+metrics.json, the run set follows one schedule, and the results chapter's tables are
+rebuilt, unchanged, from results/ alone by results/report.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import consensus_tutorial as ct
+from consensus_tutorial.comparison import kept_widths
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+RUNS_DIR = RESULTS / "cifar10-resnet20"
+RUN_DIRS = sorted(p.parent for p in RUNS_DIR.glob("*/subnetwork.pt"))
+REPORT = RESULTS / "report"
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _results_module(name: str):
+    """Import ``results/<name>.py`` (the results scripts are not part of the package)."""
+    import importlib
+
+    sys.path.insert(0, str(RESULTS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(RESULTS))
+
+
+def _runner():
+    return _results_module("run_cifar10_resnet20")
+
+
+def test_results_are_committed():
+    assert len(RUN_DIRS) >= 2, f"no committed runs under {RUNS_DIR}"
+    names = {p.name for p in RUN_DIRS}
+    assert {"dense", "channel-b-0.5"} <= names
+    for run_dir in RUN_DIRS:
+        assert {"metrics.json", "history.json", "subnetwork.pt"} <= {p.name for p in run_dir.iterdir()}
+
+
+@pytest.mark.parametrize("run_dir", RUN_DIRS, ids=[p.name for p in RUN_DIRS])
+def test_subnetwork_has_no_gates_and_the_recorded_flops(run_dir):
+    metrics = _metrics(run_dir)
+    net = ct.load_subnetwork(run_dir / "subnetwork.pt")
+    modules = list(net.modules())
+    assert not any(isinstance(m, ct.Gate) for m in modules)
+    assert not any("gate" in type(m).__name__.lower() for m in modules)
+    assert not any("gate" in name for name, _ in net.named_parameters())
+    assert ct.count_flops(net) == metrics["flops_extracted"]
+    assert ct.count_params(net) == metrics["params_extracted"]
+    assert 1.0 - metrics["flops_extracted"] / metrics["flops_dense"] == pytest.approx(
+        metrics["pruning_rate_flops"], abs=1e-4)
+    with torch.no_grad():
+        logits = net(torch.zeros(2, 3, 32, 32))
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("run_dir", RUN_DIRS, ids=[p.name for p in RUN_DIRS])
+def test_kept_units_of_the_spec_match_the_recorded_masks(run_dir):
+    metrics = _metrics(run_dir)
+    if not metrics["kept_units"]:  # dense: nothing gated
+        return
+    config = metrics["config"]
+    position = "layer" if config["gating"] == "layer" else config["position"]
+    spec = ct.load_subnetwork(run_dir / "subnetwork.pt").spec
+    recorded = {name.removesuffix(".gate"): kept for name, kept in metrics["kept_units"].items()}
+    assert kept_widths(spec, position) == recorded
+
+
+def test_runs_follow_one_schedule_on_the_full_data():
+    configs = {p.name: _metrics(p)["config"] for p in RUN_DIRS}
+    for key in _results_module("report").SCHEDULE_KEYS:
+        values = {c[key] for c in configs.values()}
+        assert len(values) == 1, f"{key} differs between runs: {values}"
+    first = next(iter(configs.values()))
+    assert first["epochs"] >= 10 and first["limit_train"] is None and first["limit_test"] is None
+    runner = _runner()
+    for name, config in configs.items():
+        if name in runner.RUNS:
+            assert config["method"] == runner.RUNS[name][runner.RUNS[name].index("--method") + 1]
+        history = json.loads((RUNS_DIR / name / "history.json").read_text())
+        assert [h["epoch"] for h in history] == list(range(1, first["epochs"] + 1))
+
+
+def test_runner_commands_share_the_schedule_and_resume():
+    runner = _runner()
+    assert {"dense", "channel-b-0.3", "channel-b-0.5", "random-0.5", "l1-0.5", "bn-polarization-0.5"} <= set(runner.RUNS)
+    out = subprocess.run([sys.executable, str(RESULTS / "run_cifar10_resnet20.py"), "--list"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert len(out) == len(runner.RUNS)
+    for line, name in zip(out, runner.RUNS):
+        assert " ".join(runner.COMMON) in line and line.endswith("--resume")
+        assert f"--out results/cifar10-resnet20/{name} " in line
+    bad = subprocess.run([sys.executable, str(RESULTS / "run_cifar10_resnet20.py"), "no-such-run"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown run" in bad.stderr
+
+
+def test_measured_json_matches_the_runs():
+    measured = json.loads((RUNS_DIR / "measured.json").read_text())
+    for name, row in measured["runs"].items():
+        metrics = _metrics(RUNS_DIR / name)
+        assert row["flops"] == metrics["flops_extracted"]
+        assert row["recorded_top1_extracted"] == metrics["top1_extracted"]
+        if "top1_extracted" in row:  # re-evaluated on the full test set by benchmarks/results_check.py
+            assert row["top1_extracted"] == metrics["top1_extracted"]
+
+
+def test_report_rebuilds_the_committed_tables(tmp_path):
+    done = subprocess.run([sys.executable, str(RESULTS / "report.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    committed = {p.name for p in REPORT.iterdir()}
+    rebuilt = {p.name for p in tmp_path.iterdir()}
+    assert rebuilt == committed, "results/report/ is stale: run python results/report.py"
+    for name in sorted(rebuilt):
+        if name.endswith(".md"):
+            assert (tmp_path / name).read_text() == (REPORT / name).read_text(), (
+                f"results/report/{name} differs from what results/ gives: run python results/report.py")
+        else:
+            assert (tmp_path / name).stat().st_size > 10_000  # a real figure, not an empty canvas
+
+
+def test_report_on_a_folder_without_runs_says_what_to_do(tmp_path):
+    (tmp_path / "cifar10-resnet20").mkdir()
+    done = subprocess.run([sys.executable, str(RESULTS / "report.py"), "--results", str(tmp_path),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "no run under" in done.stderr and "run_cifar10_resnet20.py" in done.stderr
