@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 from machine import machine_info, write_json
+from timing import add_timing_args, check_timing_args, paired_latency
 from tqdm.auto import tqdm
 
 import consensus_tutorial as ct
@@ -67,41 +68,16 @@ def random_masks(model: ct.ResNet, gating: str, share: float, generator: torch.G
     return masks
 
 
-def paired_latency(dense, subnet, batch: int, input_shape, device, rounds: int, repeats: int,
-                   warmup: int, clock: str = "wall") -> tuple[float, float]:
-    """Latency (seconds) of dense and extracted: the median over ``rounds`` of
-    ``ct.measure_latency`` (itself the median of ``repeats`` passes), rounds in ABBA order."""
-    size = (batch, *input_shape)
-    times = {"dense": [], "sub": []}
-    models = {"dense": dense, "sub": subnet}
-    for name, m in models.items():  # untimed warm-up of both first
-        ct.measure_latency(m, size, repeats=1, warmup=warmup, device=device, clock=clock)
-    for r in range(rounds):
-        for name in (("dense", "sub") if r % 2 == 0 else ("sub", "dense")):
-            times[name].append(ct.measure_latency(models[name], size, repeats=repeats, warmup=0, device=device,
-                                                   clock=clock))
-    return statistics.median(times["dense"]), statistics.median(times["sub"])
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--archs", nargs="+", default=["resnet20", "resnet56"],
                    choices=[a for a in ct.models.ARCHS if a != "resnet18"], help="CIFAR ResNets")
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 64])
-    p.add_argument("--rounds", type=int, default=4, help="alternations of dense and extracted per batch size")
-    p.add_argument("--repeats", type=int, default=5, help="timed passes per model per round")
-    p.add_argument("--warmup", type=int, default=3, help="untimed passes per model before timing")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads; None leaves torch's own choice")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="wall: elapsed time; cpu: the process's CPU time (with --threads 1 the same work, far "
-                        "less disturbed by other jobs on the machine)")
+    add_timing_args(p, batch_sizes=[1, 64])
     p.add_argument("--seed", type=int, default=0, help="seed of the random masks")
     p.add_argument("--json", type=Path, default=None, help="also write the rows and the machine to this JSON file")
     args = p.parse_args(argv)
-    if min(args.batch_sizes) < 1 or args.rounds < 1 or args.repeats < 1 or args.warmup < 0:
-        p.error("batch sizes, --rounds and --repeats must be >= 1, --warmup >= 0")
+    check_timing_args(p, args)
     return args
 
 

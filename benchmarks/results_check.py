@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 
 import torch
-from inference import paired_latency
 from machine import machine_info, write_json
+from timing import add_timing_args, check_timing_args, paired_latency
 from tqdm.auto import tqdm
 
 import consensus_tutorial as ct
@@ -51,18 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=Path("results/cifar10-resnet20"), help="folder of run folders")
     p.add_argument("--data-root", default=None,
                    help="folder with the test set; without it the accuracy is not re-evaluated")
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 128])
-    p.add_argument("--rounds", type=int, default=4, help="alternations of dense and extracted per batch size")
-    p.add_argument("--repeats", type=int, default=5, help="timed passes per model per round")
-    p.add_argument("--warmup", type=int, default=3, help="untimed passes per model before timing")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads; None leaves torch's own choice")
-    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                   help="wall: elapsed time; cpu: the process's CPU time (with --threads 1 the same work, far "
-                        "less disturbed by other jobs on the machine)")
+    add_timing_args(p, batch_sizes=[1, 128])
     args = p.parse_args(argv)
-    if min(args.batch_sizes) < 1 or args.rounds < 1 or args.repeats < 1 or args.warmup < 0:
-        p.error("batch sizes, --rounds and --repeats must be >= 1, --warmup >= 0")
+    check_timing_args(p, args)
     if not run_folders(args.results):
         p.error(f"no run folder with a subnetwork.pt under {args.results}; train the runs first "
                 "(results/run_cifar10_resnet20.py).")

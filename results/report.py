@@ -34,15 +34,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-import consensus_tutorial as ct  # noqa: E402
-from consensus_tutorial import comparison  # noqa: E402
-from consensus_tutorial.plots import FONT  # noqa: E402
+import consensus_tutorial as ct
+from consensus_tutorial import comparison
+from consensus_tutorial.plots import FONT
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run_cifar10_resnet20 import RUNS  # noqa: E402
+from run_cifar10_resnet20 import RUNS
 
 #: the settings that make "one schedule for all runs"
 SCHEDULE_KEYS = ("arch", "dataset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",

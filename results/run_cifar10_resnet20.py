@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository root; paths below are relative to it
 OUT = Path("results") / "cifar10-resnet20"
@@ -75,18 +76,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     todo = [n for n in names if not (OUT / n / "metrics.json").is_file()]
     print(f"{len(names) - len(todo)} of {len(names)} runs already finished; training {todo}", flush=True)
-    running: dict[str, subprocess.Popen] = {}
+    running: dict[str, tuple[subprocess.Popen, IO]] = {}
     failed = []
     while todo or running:
         while todo and len(running) < args.jobs:
             name = todo.pop(0)
             (OUT / name).mkdir(parents=True, exist_ok=True)
-            log = open(OUT / name / "train.log", "a")
+            log = open(OUT / name / "train.log", "a")  # noqa: SIM115  (closed when the run exits)
             print(f"{time.strftime('%H:%M:%S')} start {name}", flush=True)
-            running[name] = subprocess.Popen(command(name, args.data_root, args.threads), stdout=log, stderr=log)
+            running[name] = (subprocess.Popen(command(name, args.data_root, args.threads), stdout=log, stderr=log),
+                             log)
         time.sleep(5)
-        for name, proc in list(running.items()):
+        for name, (proc, log) in list(running.items()):
             if proc.poll() is not None:
+                log.close()
                 del running[name]
                 print(f"{time.strftime('%H:%M:%S')} {name} exited with {proc.returncode}", flush=True)
                 if proc.returncode:

@@ -1,0 +1,44 @@
+"""Side-by-side latency timing shared by the inference benchmarks: the command-line
+options and the ABBA-interleaved measurement of a dense and an extracted network."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import consensus_tutorial as ct
+
+
+def add_timing_args(p: argparse.ArgumentParser, batch_sizes: list[int]) -> None:
+    """Add --batch-sizes, --rounds, --repeats, --warmup, --device, --threads and --clock."""
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=batch_sizes)
+    p.add_argument("--rounds", type=int, default=4, help="alternations of dense and extracted per batch size")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes per model per round")
+    p.add_argument("--warmup", type=int, default=3, help="untimed passes per model before timing")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads; None leaves torch's own choice")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall: elapsed time; cpu: the process's CPU time (with --threads 1 the same work, far "
+                        "less disturbed by other jobs on the machine)")
+
+
+def check_timing_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Stop with a usage error when the timing options are out of range."""
+    if min(args.batch_sizes) < 1 or args.rounds < 1 or args.repeats < 1 or args.warmup < 0:
+        p.error("batch sizes, --rounds and --repeats must be >= 1, --warmup >= 0")
+
+
+def paired_latency(dense, subnet, batch: int, input_shape, device, rounds: int, repeats: int,
+                   warmup: int, clock: str = "wall") -> tuple[float, float]:
+    """Latency (seconds) of dense and extracted: the median over ``rounds`` of
+    ``ct.measure_latency`` (itself the median of ``repeats`` passes), rounds in ABBA order."""
+    size = (batch, *input_shape)
+    times = {"dense": [], "sub": []}
+    models = {"dense": dense, "sub": subnet}
+    for name, m in models.items():  # untimed warm-up of both first
+        ct.measure_latency(m, size, repeats=1, warmup=warmup, device=device, clock=clock)
+    for r in range(rounds):
+        for name in (("dense", "sub") if r % 2 == 0 else ("sub", "dense")):
+            times[name].append(ct.measure_latency(models[name], size, repeats=repeats, warmup=0, device=device,
+                                                   clock=clock))
+    return statistics.median(times["dense"]), statistics.median(times["sub"])
