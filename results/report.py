@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from collections.abc import Mapping
@@ -50,6 +51,10 @@ SCHEDULE_KEYS = ("arch", "dataset", "epochs", "batch_size", "lr", "momentum", "w
 
 BASELINE_WORDS = {"random": "random", "l1": "L1-norm", "bn-polarization": "BN polarization"}
 
+#: the order of the groups in tables and legends
+GROUP_ORDER = ("dense", "consensus, channel (b)", "consensus, channel (a)", "consensus, channel (c)",
+               "consensus, layer", "random, channel (b)", "L1-norm, channel (b)", "BN polarization, channel (b)")
+
 
 # ----------------------------------------------------------------------------- reading
 
@@ -70,14 +75,14 @@ def describe(config: Mapping[str, Any]) -> tuple[str, str]:
 
 def load_runs(folder: Path) -> dict[str, dict[str, Any]]:
     """{run name: {"metrics", "history", "spec", "group", "label"}} for every run folder
-    under ``folder`` holding a ``metrics.json``; the planned runs first, in their order."""
+    under ``folder`` holding a ``metrics.json``, in the order of :data:`GROUP_ORDER`, then
+    by target rate."""
     found = {p.parent.name: p.parent for p in folder.glob("*/metrics.json")}
     if not found:
         raise SystemExit(f"error: no run under {folder} (no */metrics.json); train them with "
                          "results/run_cifar10_resnet20.py, or pass --results.")
-    order = [n for n in RUNS if n in found] + sorted(n for n in found if n not in RUNS)
     runs = {}
-    for name in order:
+    for name in sorted(found):
         path = found[name]
         metrics = json.loads((path / "metrics.json").read_text())
         group, label = describe(metrics["config"])
@@ -87,7 +92,13 @@ def load_runs(folder: Path) -> dict[str, dict[str, Any]]:
             "spec": ct.load_subnetwork(path / "subnetwork.pt").spec,
             "group": group, "label": label,
         }
-    return runs
+
+    def place(name: str) -> tuple:
+        group = runs[name]["group"]
+        rank = GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
+        return rank, group, runs[name]["metrics"]["config"]["target_rate"], name
+
+    return {name: runs[name] for name in sorted(runs, key=place)}
 
 
 def read_json(path: Path) -> dict | None:
@@ -247,20 +258,28 @@ def plot_top1_per_epoch(runs: Mapping[str, dict]):
     return fig
 
 
+def _family(gating_label: str) -> str:
+    """ "channel (b) 30%" -> "channel (b)", "layer 50% of blocks" -> "layer"."""
+    return re.sub(r"\s*\d+%.*$", "", gating_label)
+
+
 def plot_inference_benchmark(bench: dict):
     """Latency ratio against FLOPs ratio (extracted / dense) for the benchmark's rows."""
     sizes = bench["batch_sizes"]
     fig, axes = comparison._subplots(len(sizes), panel=(5.6, 4.6), sharey=True)
     models = sorted({r["model"] for r in bench["rows"]})
+    families = list(dict.fromkeys(_family(r["gating"]) for r in bench["rows"]))
     for ax, b in zip(axes, sizes):
         for j, model in enumerate(models):
-            rows = [r for r in bench["rows"] if r["model"] == model]
-            ax.scatter([r["flops"] for r in rows], [r[f"lat{b}"] for r in rows], s=60,
-                       marker=comparison._MARKERS[j], color=plt.get_cmap("tab10")(j), label=model, zorder=3)
+            for k, family in enumerate(families):
+                rows = [r for r in bench["rows"] if r["model"] == model and _family(r["gating"]) == family]
+                ax.scatter([r["flops"] for r in rows], [r[f"lat{b}"] for r in rows], s=60,
+                           marker=comparison._MARKERS[j], color=plt.get_cmap("tab10")(k),
+                           label=f"{model}, {family}", zorder=3, alpha=0.85)
         ax.plot([0, 1.05], [0, 1.05], color="0.5", linestyle=":", label="latency ratio = FLOPs ratio")
         ax.set(title=f"batch {b}", xlabel="FLOPs ratio (extracted / dense)",
-               ylabel="latency ratio (extracted / dense)", xlim=(0, 1.1), ylim=(0, 1.3))
-        ax.legend(loc="upper left", fontsize=8)
+               ylabel="latency ratio (extracted / dense)", xlim=(0, 1.1), ylim=(0, 1.45))
+        ax.legend(loc="upper left", fontsize=7, ncol=2)
         ax.grid(alpha=0.3)
     fig.suptitle(f"Inference benchmark: random masks, {bench['machine']['device']}, "
                  f"{bench['machine']['torch threads']} torch thread(s), {bench.get('clock', 'wall')} clock")

@@ -109,6 +109,8 @@ def test_runner_commands_share_the_schedule_and_resume():
 
 def test_measured_json_matches_the_runs():
     measured = json.loads((RUNS_DIR / "measured.json").read_text())
+    assert set(measured["runs"]) == {p.name for p in RUN_DIRS}, (
+        "measured.json does not cover the committed runs: run benchmarks/results_check.py")
     for name, row in measured["runs"].items():
         metrics = _metrics(RUNS_DIR / name)
         assert row["flops"] == metrics["flops_extracted"]
