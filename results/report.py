@@ -7,8 +7,8 @@ Reads, and nothing else (no data set, no training, no timing):
   ``results/run_cifar10_resnet20.py``);
 * ``results/cifar10-resnet20/measured.json`` (``benchmarks/results_check.py``: FLOPs,
   re-evaluated top-1 and latency of each extracted network), if present;
-* ``results/benchmarks/inference.json`` and ``training_overhead.json`` (the benchmark
-  scripts' ``--json`` output), if present;
+* ``results/benchmarks/inference.json``, ``training_overhead.json`` and
+  ``input_pipeline.json`` (the benchmark scripts' ``--json`` output), if present;
 * the published reference numbers in :mod:`consensus_tutorial.comparison`.
 
 Writes Markdown tables (``*.md``) and figures (``*.png``) to ``results/report/``; the
@@ -178,6 +178,21 @@ def training_table(bench: dict) -> str:
     return comparison.format_table(rows + [ratio])
 
 
+def input_pipeline_table(bench: dict) -> str:
+    rows = [{"per batch of " + str(bench["batch_size"]): words,
+             "wall ms": round(1e3 * bench["per_batch"][key]["wall_s"], 1),
+             "CPU ms": round(1e3 * bench["per_batch"][key]["cpu_s"], 1)}
+            for key, words in (("pipeline", "input pipeline (BatchLoader: crop, flip, normalise)"),
+                               ("step", "training step (dense ResNet-20)"))]
+    decode = bench["decode"]
+    share = bench["share"]
+    return (comparison.format_table(rows) + "\n\n"
+            f"The input pipeline takes {100 * share['cpu_s']:.1f}% of pipeline + step on the CPU clock "
+            f"({100 * share['wall_s']:.1f}% on the wall clock). "
+            f"Decoding all {decode['images']:,} training images once, at the start of a run: "
+            f"{decode['wall_s']:.1f} s wall, {decode['cpu_s']:.1f} s CPU.")
+
+
 def commands_block(runs: Mapping[str, dict]) -> str:
     lines = ["```bash"]
     for name, run in runs.items():
@@ -292,6 +307,7 @@ def build(results: Path, out: Path) -> list[Path]:
     measured = read_json(results / "cifar10-resnet20" / "measured.json")
     inference = read_json(results / "benchmarks" / "inference.json")
     training = read_json(results / "benchmarks" / "training_overhead.json")
+    pipeline = read_json(results / "benchmarks" / "input_pipeline.json")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
@@ -358,6 +374,10 @@ def build(results: Path, out: Path) -> list[Path]:
         text("benchmark_training_machine.md",
              f"Measured with `{training['command']}` ({training['arch']}, {training['train_images']} train "
              f"images per epoch, batch {training['batch_size']}) on: {machine_line(training['machine'])}.")
+    if pipeline:
+        text("benchmark_input.md", input_pipeline_table(pipeline))
+        text("benchmark_input_machine.md",
+             f"Measured with `{pipeline['command']}` on: {machine_line(pipeline['machine'])}.")
     return written
 
 
