@@ -345,7 +345,7 @@ def build(results: Path, out: Path) -> list[Path]:
             gatings, positions, title="Kept units per block, consensus runs at target 0.5"))
     at_b = {r["label"]: r["spec"] for r in runs.values() if r["group"].endswith("channel (b)")
             and r["metrics"]["config"]["target_rate"] == 0.5}
-    if len(at_b) > 1:
+    if at_b:
         figure("kept_widths_methods.png", comparison.plot_kept_widths(
             at_b, {k: "b" for k in at_b}, title="Kept hidden channels per block (position b), target 0.5"))
     figure("top1_per_epoch.png", plot_top1_per_epoch(runs))

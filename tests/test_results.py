@@ -5,6 +5,7 @@ rebuilt, unchanged, from results/ alone by results/report.py."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,11 @@ def test_report_on_a_folder_without_runs_says_what_to_do(tmp_path):
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, check=False)
     assert done.returncode != 0
     assert "no run under" in done.stderr and "run_cifar10_resnet20.py" in done.stderr
+
+
+def test_every_file_the_chapter_shows_is_in_the_report():
+    chapter = (ROOT / "book" / "results.md").read_text()
+    shown = set(re.findall(r"\.\./results/report/([\w.-]+)", chapter))
+    assert shown, "book/results.md shows nothing from results/report/"
+    missing = sorted(name for name in shown if not (REPORT / name).is_file())
+    assert not missing, f"book/results.md shows {missing}, which results/report.py did not write"
