@@ -306,11 +306,13 @@ POSITION_WORDS = {
 # ----------------------------------------------------------------------------- plots
 
 
-def _subplots(ncols: int, panel=(6.0, 4.2), **kwargs):
+def _subplots(n: int, panel=(6.0, 4.2), stack: bool = False, **kwargs):
+    """``n`` panels side by side, or one above the other with ``stack`` (for a narrow page)."""
+    rows, cols = (n, 1) if stack else (1, n)
     with plt.rc_context(FONT):
-        fig, axes = plt.subplots(1, ncols, figsize=(panel[0] * ncols, panel[1]), layout="constrained",
+        fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), layout="constrained",
                                  squeeze=False, **kwargs)
-    return fig, list(axes[0])
+    return fig, list(axes.ravel())
 
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
@@ -355,7 +357,8 @@ def _draw_published(ax, results: Sequence[PublishedResult], y: str) -> None:
 
 def plot_top1_vs_flops(points, *, dense_top1: float | None = None, published_results: Sequence[PublishedResult] | None = None,
                        title: str = "Top-1 against FLOPs reduction", our_setting: str = "our runs",
-                       published_setting: str = "ResNet-56 / CIFAR-10, full schedules") -> Figure:
+                       published_setting: str = "ResNet-56 / CIFAR-10, full schedules",
+                       stack: bool = False) -> Figure:
     """Top-1 (percent) against FLOPs reduction (percent), in the manner of the paper's
     Figure 2 (pruning rate vs top-1).
 
@@ -366,10 +369,11 @@ def plot_top1_vs_flops(points, *, dense_top1: float | None = None, published_res
         dense_top1: our dense network's top-1, drawn as a dashed line.
         published_results: drawn in a second panel of their own (their absolute accuracies
             come from other networks and schedules), labelled "published".
+        stack: put the panels one above the other instead of side by side.
     """
     ours = _ours(points)
     ncols = 2 if published_results else 1
-    fig, axes = _subplots(ncols, panel=(6.0, 5.0))
+    fig, axes = _subplots(ncols, panel=(6.0, 5.0), stack=stack)
     ax = axes[0]
     for i, (group, pts) in enumerate(_group(ours).items()):
         pts = sorted(pts, key=lambda p: p["flops_reduction"])
@@ -396,11 +400,13 @@ def plot_drop_vs_flops(points, *, dense_top1: float | None = None,
                        published_results: Sequence[PublishedResult] | None = None,
                        title: str = "Top-1 drop against FLOPs reduction",
                        our_setting: str = "our runs",
-                       published_setting: str = "ResNet-56 / CIFAR-10, full schedules") -> Figure:
+                       published_setting: str = "ResNet-56 / CIFAR-10, full schedules",
+                       stack: bool = False) -> Figure:
     """Top-1 drop (points, against each side's own dense baseline) against FLOPs
     reduction (percent), in the manner of the paper's Figure 3. Our points in the left
     panel (drop against ``dense_top1``, or the points' own "drop" key), the published ones
-    in the right panel, labelled "published"; both panels share the y axis."""
+    in the right panel, labelled "published"; both panels share the y axis. ``stack`` puts
+    the panels one above the other."""
     ours = _ours(points)
     for p in ours:
         if "drop" not in p:
@@ -408,7 +414,7 @@ def plot_drop_vs_flops(points, *, dense_top1: float | None = None,
                 raise ValueError("give dense_top1, or a 'drop' value in every point.")
             p["drop"] = dense_top1 - p["top1"]
     ncols = 2 if published_results else 1
-    fig, axes = _subplots(ncols, panel=(6.0, 5.0), sharey=True)
+    fig, axes = _subplots(ncols, panel=(6.0, 5.0), stack=stack, sharey=True)
     ax = axes[0]
     for i, (group, pts) in enumerate(_group(ours).items()):
         pts = sorted(pts, key=lambda p: p["flops_reduction"])
@@ -508,7 +514,8 @@ def plot_block_flops(specs: Mapping[str, Mapping[str, Any]], *,
 
 def plot_latency_vs_flops(rows: Sequence[Mapping[str, Any]], *, flops_key: str = "flops",
                           latency_keys: Mapping[str, str] | None = None,
-                          title: str = "Measured latency against FLOPs", device: str = "") -> Figure:
+                          title: str = "Measured latency against FLOPs", device: str = "",
+                          stack: bool = False) -> Figure:
     """Latency (ms) against FLOPs (M MACs per image), one labelled point per network.
 
     Args:
@@ -517,9 +524,10 @@ def plot_latency_vs_flops(rows: Sequence[Mapping[str, Any]], *, flops_key: str =
         latency_keys: {row key: legend text}, e.g. {"latency_b1": "batch 1"}; default
             {"latency": "latency"}. Each key gets its own panel.
         device: where the latency was measured, for the title.
+        stack: put the panels one above the other instead of side by side.
     """
     latency_keys = dict(latency_keys or {"latency": "latency"})
-    fig, axes = _subplots(len(latency_keys), panel=(5.8, 4.2))
+    fig, axes = _subplots(len(latency_keys), panel=(5.8, 4.2), stack=stack)
     for ax, (key, words) in zip(axes, latency_keys.items()):
         for i, row in enumerate(rows):
             ax.scatter(row[flops_key] / 1e6, 1e3 * row[key], s=70, marker=_MARKERS[i % len(_MARKERS)],
@@ -540,13 +548,14 @@ def plot_latency_vs_flops(rows: Sequence[Mapping[str, Any]], *, flops_key: str =
 
 
 def plot_training_curves(history: Sequence[Mapping[str, Any]], *, flops_dense: float | None = None,
-                         title: str = "Training history") -> Figure:
+                         title: str = "Training history", stack: bool = False) -> Figure:
     """Three panels from a run's ``history.json``: test top-1 with live gates, the FLOPs the
     current masks would give the extracted network (percent of dense; needs
-    ``flops_dense`` and a gated run) and the consensus disagreement, per epoch."""
+    ``flops_dense`` and a gated run) and the consensus disagreement, per epoch. ``stack``
+    puts the panels one above the other."""
     epochs = [h["epoch"] for h in history]
     gated = bool(history) and "flops_masked" in history[0]
-    fig, axes = _subplots(3 if gated else 1, panel=(4.6, 3.6))
+    fig, axes = _subplots(3 if gated else 1, panel=(6.0, 3.4) if stack else (4.6, 3.6), stack=stack)
     ax = axes[0]
     ax.plot(epochs, [h["top1_gated"] for h in history], marker="o", label="test top-1 (live gates)")
     ax.set(title="Test top-1", xlabel="epoch", ylabel="top-1 (%)")

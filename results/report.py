@@ -281,7 +281,7 @@ def _family(gating_label: str) -> str:
 def plot_inference_benchmark(bench: dict):
     """Latency ratio against FLOPs ratio (extracted / dense) for the benchmark's rows."""
     sizes = bench["batch_sizes"]
-    fig, axes = comparison._subplots(len(sizes), panel=(5.6, 4.6), sharey=True)
+    fig, axes = comparison._subplots(len(sizes), panel=(6.4, 4.6), stack=True)
     models = sorted({r["model"] for r in bench["rows"]})
     families = list(dict.fromkeys(_family(r["gating"]) for r in bench["rows"]))
     for ax, b in zip(axes, sizes):
@@ -330,11 +330,11 @@ def build(results: Path, out: Path) -> list[Path]:
     if points:
         figure("top1_vs_flops.png", comparison.plot_top1_vs_flops(
             points, dense_top1=dense_top1, published_results=comparison.published("cifar10", "ResNet-56"),
-            our_setting=setting))
+            our_setting=setting, stack=True))
         if dense_top1 is not None:
             figure("drop_vs_flops.png", comparison.plot_drop_vs_flops(
                 points, dense_top1=dense_top1, published_results=comparison.published("cifar10", "ResNet-56"),
-                our_setting=setting))
+                our_setting=setting, stack=True))
     gatings = {r["label"]: r["spec"] for n, r in runs.items() if r["metrics"]["method"] == "consensus"
                and r["metrics"]["config"]["target_rate"] == 0.5}
     if gatings:
@@ -342,24 +342,26 @@ def build(results: Path, out: Path) -> list[Path]:
                                   else r["metrics"]["config"]["position"])
                      for r in runs.values() if r["label"] in gatings}
         figure("kept_widths_gatings.png", comparison.plot_kept_widths(
-            gatings, positions, title="Kept units per block, consensus runs at target 0.5"))
+            gatings, positions, ncols=1, title="Kept units per block, consensus runs at target 0.5"))
     at_b = {r["label"]: r["spec"] for r in runs.values() if r["group"].endswith("channel (b)")
             and r["metrics"]["config"]["target_rate"] == 0.5}
     if at_b:
         figure("kept_widths_methods.png", comparison.plot_kept_widths(
-            at_b, {k: "b" for k in at_b}, title="Kept hidden channels per block (position b), target 0.5"))
+            at_b, {k: "b" for k in at_b}, ncols=1,
+            title="Kept hidden channels per block (position b), target 0.5"))
     figure("top1_per_epoch.png", plot_top1_per_epoch(runs))
     if "channel-b-0.5" in runs:
         r = runs["channel-b-0.5"]
         figure("training_curves_channel_b.png", comparison.plot_training_curves(
-            r["history"], flops_dense=r["metrics"]["flops_dense"], title=f"Training history: {r['label']}"))
+            r["history"], flops_dense=r["metrics"]["flops_dense"], title=f"Training history: {r['label']}",
+            stack=True))
     if measured:
         rows = [{"label": n, "flops": r["flops"], **{k: v for k, v in r.items() if k.startswith("latency_b")}}
                 for n, r in measured["runs"].items() if n in runs]
         sizes = measured["timing"]["batch_sizes"]
         figure("latency_vs_flops.png", comparison.plot_latency_vs_flops(
             rows, latency_keys={f"latency_b{b}_s": f"batch {b}" for b in sizes},
-            title="Measured latency of the extracted networks against their FLOPs",
+            title="Measured latency of the extracted networks against their FLOPs", stack=True,
             device=f"{measured['machine']['device']}, {measured['machine']['torch threads']} torch thread(s), "
                    f"{measured['timing'].get('clock', 'wall')} clock"))
         text("latency.md", latency_table(runs, measured))

@@ -133,6 +133,29 @@ def test_plots_return_labelled_figures():
     _labelled(cmp.plot_training_curves([{"epoch": 1, "top1_gated": 20.0}]))
 
 
+def test_stacked_panels_sit_one_above_the_other():
+    runs = {"consensus": {"top1_extracted": 60.0, "flops_extracted": 2.0e7, "flops_dense": 4.0e7}}
+    pub = cmp.published("cifar10")
+    history = [{"epoch": e, "top1_gated": 10.0 * e, "flops_masked": 4e7 / e, "disagreement": 0.01 / e}
+               for e in (1, 2)]
+    figures = [cmp.plot_top1_vs_flops(runs, dense_top1=62.0, published_results=pub, stack=True),
+               cmp.plot_drop_vs_flops(runs, dense_top1=62.0, published_results=pub, stack=True),
+               cmp.plot_training_curves(history, flops_dense=4e7, stack=True)]
+    for fig in figures:
+        fig.canvas.draw()
+        boxes = [ax.get_position() for ax in fig.axes]
+        width, height = fig.get_size_inches()
+        assert height > width  # a tall, narrow figure for a narrow page
+        assert all(a.y0 > b.y1 - 1e-6 for a, b in zip(boxes, boxes[1:]))  # each panel above the next
+        assert all(abs(a.x0 - b.x0) < 0.05 for a, b in zip(boxes, boxes[1:]))
+        _labelled(fig)
+    side = cmp.plot_top1_vs_flops(runs, dense_top1=62.0, published_results=pub)
+    side.canvas.draw()
+    left, right = (ax.get_position() for ax in side.axes)
+    assert right.x0 > left.x1
+    plt.close("all")
+
+
 def test_table_shows_as_html_and_markdown():
     shown = cmp.table([{"run": "a<b", "top-1 (%)": 12.345}, {"run": "c"}], ["run", "top-1 (%)"])
     html = shown._repr_html_()
