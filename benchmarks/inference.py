@@ -31,11 +31,10 @@ from pathlib import Path
 
 import torch
 from machine import machine_info, write_json
-from timing import add_timing_args, check_timing_args, paired_latency
+from timing import add_timing_args, check_timing_args, paired_latency, timing_device
 from tqdm.auto import tqdm
 
 import consensus_tutorial as ct
-from consensus_tutorial.training import select_device
 
 # (label, gating, position, share of units closed)
 DEFAULT_CASES = [
@@ -83,9 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = select_device(args.device)
+    device = timing_device(args)
     generator = torch.Generator().manual_seed(args.seed)
     rows, dense_ms = [], {}
     jobs = [(arch, case) for arch in args.archs for case in DEFAULT_CASES]

@@ -30,14 +30,13 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
 from machine import machine_info, write_json
-from timing import add_timing_args, check_timing_args, paired_latency
+from timing import add_timing_args, check_timing_args, paired_latency, timing_device
 from tqdm.auto import tqdm
 
 import consensus_tutorial as ct
 from consensus_tutorial.data import BatchLoader, load_dataset
-from consensus_tutorial.training import evaluate, select_device
+from consensus_tutorial.training import evaluate
 
 
 def run_folders(results: Path) -> list[Path]:
@@ -62,9 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = select_device(args.device)
+    device = timing_device(args)
     runs: dict[str, dict] = {}
     mismatches = []
     test_sets: dict[str, ct.data.ImageSet] = {}

@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import statistics
 
+import torch
+
 import consensus_tutorial as ct
+from consensus_tutorial.training import select_device
 
 
 def add_timing_args(p: argparse.ArgumentParser, batch_sizes: list[int]) -> None:
@@ -26,6 +29,13 @@ def check_timing_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
     """Stop with a usage error when the timing options are out of range."""
     if min(args.batch_sizes) < 1 or args.rounds < 1 or args.repeats < 1 or args.warmup < 0:
         p.error("batch sizes, --rounds and --repeats must be >= 1, --warmup >= 0")
+
+
+def timing_device(args: argparse.Namespace) -> torch.device:
+    """Apply --threads and return the device that --device names."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return select_device(args.device)
 
 
 def paired_latency(dense, subnet, batch: int, input_shape, device, rounds: int, repeats: int,
