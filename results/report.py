@@ -159,22 +159,19 @@ def inference_table(bench: dict) -> str:
 
 
 def training_table(bench: dict) -> str:
-    rows = []
-    for mode in ("dense", "gated"):
-        t = bench[mode]
-        rows.append({"mode": mode, "epochs timed": len(t["train_s"]),
-                     "training pass, median wall s": round(statistics.median(t["train_s"]), 2),
-                     "training pass, median CPU s": round(statistics.median(t["train_cpu_s"]), 2)
-                     if t["train_cpu_s"] else None,
-                     "whole epoch (fit), median wall s": round(statistics.median(t["epoch_s"]), 2)})
-    ratio = {"mode": "gated / dense", "epochs timed": None,
-             "training pass, median wall s": round(statistics.median(bench["gated"]["train_s"])
-                                                   / statistics.median(bench["dense"]["train_s"]), 3),
-             "training pass, median CPU s": round(statistics.median(bench["gated"]["train_cpu_s"])
-                                                  / statistics.median(bench["dense"]["train_cpu_s"]), 3)
-             if bench["dense"]["train_cpu_s"] else None,
-             "whole epoch (fit), median wall s": round(statistics.median(bench["gated"]["epoch_s"])
-                                                       / statistics.median(bench["dense"]["epoch_s"]), 3)}
+    columns = {"train_s": "training pass, median wall s", "train_cpu_s": "training pass, median CPU s",
+               "epoch_s": "whole epoch (fit), median wall s"}
+
+    def median(mode: str, key: str) -> float | None:
+        return statistics.median(bench[mode][key]) if bench[mode][key] else None
+
+    rows = [{"mode": mode, "epochs timed": len(bench[mode]["train_s"]),
+             **{words: round(median(mode, key), 2) if median(mode, key) else None for key, words in columns.items()}}
+            for mode in ("dense", "gated")]
+    ratio = {"mode": "gated / dense", "epochs timed": None}
+    for key, words in columns.items():
+        gated, dense = median("gated", key), median("dense", key)
+        ratio[words] = round(gated / dense, 3) if gated and dense else None
     return comparison.format_table(rows + [ratio])
 
 
@@ -265,7 +262,7 @@ def plot_top1_per_epoch(runs: Mapping[str, dict]):
         fig, ax = plt.subplots(figsize=(8.5, 5.0), layout="constrained")
     for i, (name, run) in enumerate(runs.items()):
         h = run["history"]
-        ax.plot([e["epoch"] for e in h], [e["top1_gated"] for e in h], marker=comparison._MARKERS[i % 11],
+        ax.plot([e["epoch"] for e in h], [e["top1_gated"] for e in h], marker=comparison._MARKERS[i % len(comparison._MARKERS)],
                 color=plt.get_cmap("tab20")(i % 20), label=name, linewidth=1.3, markersize=5)
     ax.set(title="Test top-1 after each epoch (live gates for gated runs)", xlabel="epoch", ylabel="top-1 (%)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
