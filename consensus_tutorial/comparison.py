@@ -306,7 +306,7 @@ POSITION_WORDS = {
 # ----------------------------------------------------------------------------- plots
 
 
-def _subplots(n: int, panel=(6.0, 4.2), stack: bool = False, **kwargs):
+def subplots(n: int, panel=(6.0, 4.2), stack: bool = False, **kwargs):
     """``n`` panels side by side, or one above the other with ``stack`` (for a narrow page)."""
     rows, cols = (n, 1) if stack else (1, n)
     with plt.rc_context(FONT):
@@ -315,7 +315,8 @@ def _subplots(n: int, panel=(6.0, 4.2), stack: bool = False, **kwargs):
     return fig, list(axes.ravel())
 
 
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
+#: marker shapes, in the order the plots give them to groups of points
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 
 
 def _ours(points: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]]) -> list[dict]:
@@ -350,7 +351,7 @@ def _draw_published(ax, results: Sequence[PublishedResult], y: str) -> None:
             continue
         color = plt.get_cmap("tab10")(i % 10)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, linewidth=0.8, linestyle=":",
-                marker=_MARKERS[i % len(_MARKERS)], markersize=8, markerfacecolor="none", markeredgewidth=1.8,
+                marker=MARKERS[i % len(MARKERS)], markersize=8, markerfacecolor="none", markeredgewidth=1.8,
                 label=f"published: {method}")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)
 
@@ -373,11 +374,11 @@ def plot_top1_vs_flops(points, *, dense_top1: float | None = None, published_res
     """
     ours = _ours(points)
     ncols = 2 if published_results else 1
-    fig, axes = _subplots(ncols, panel=(6.0, 5.0), stack=stack)
+    fig, axes = subplots(ncols, panel=(6.0, 5.0), stack=stack)
     ax = axes[0]
     for i, (group, pts) in enumerate(_group(ours).items()):
         pts = sorted(pts, key=lambda p: p["flops_reduction"])
-        ax.plot([p["flops_reduction"] for p in pts], [p["top1"] for p in pts], marker=_MARKERS[i % len(_MARKERS)],
+        ax.plot([p["flops_reduction"] for p in pts], [p["top1"] for p in pts], marker=MARKERS[i % len(MARKERS)],
                 markersize=8, linewidth=1.5, color=plt.get_cmap("tab10")(i % 10), label=group)
     if dense_top1 is not None:
         ax.axhline(dense_top1, color="0.4", linestyle="--", linewidth=1.2, label=f"our dense: {dense_top1:.1f}%")
@@ -414,11 +415,11 @@ def plot_drop_vs_flops(points, *, dense_top1: float | None = None,
                 raise ValueError("give dense_top1, or a 'drop' value in every point.")
             p["drop"] = dense_top1 - p["top1"]
     ncols = 2 if published_results else 1
-    fig, axes = _subplots(ncols, panel=(6.0, 5.0), stack=stack, sharey=True)
+    fig, axes = subplots(ncols, panel=(6.0, 5.0), stack=stack, sharey=True)
     ax = axes[0]
     for i, (group, pts) in enumerate(_group(ours).items()):
         pts = sorted(pts, key=lambda p: p["flops_reduction"])
-        ax.plot([p["flops_reduction"] for p in pts], [p["drop"] for p in pts], marker=_MARKERS[i % len(_MARKERS)],
+        ax.plot([p["flops_reduction"] for p in pts], [p["drop"] for p in pts], marker=MARKERS[i % len(MARKERS)],
                 markersize=8, linewidth=1.5, color=plt.get_cmap("tab10")(i % 10), label=group)
     ax.set(title=f"Ours ({our_setting})", xlabel="FLOPs reduction (%)",
            ylabel="top-1 drop vs own dense network (points)")
@@ -527,10 +528,10 @@ def plot_latency_vs_flops(rows: Sequence[Mapping[str, Any]], *, flops_key: str =
         stack: put the panels one above the other instead of side by side.
     """
     latency_keys = dict(latency_keys or {"latency": "latency"})
-    fig, axes = _subplots(len(latency_keys), panel=(5.8, 4.2), stack=stack)
+    fig, axes = subplots(len(latency_keys), panel=(5.8, 4.2), stack=stack)
     for ax, (key, words) in zip(axes, latency_keys.items()):
         for i, row in enumerate(rows):
-            ax.scatter(row[flops_key] / 1e6, 1e3 * row[key], s=70, marker=_MARKERS[i % len(_MARKERS)],
+            ax.scatter(row[flops_key] / 1e6, 1e3 * row[key], s=70, marker=MARKERS[i % len(MARKERS)],
                        color=plt.get_cmap("tab10")(i % 10), label=row["label"], zorder=3)
         xs = np.array([r[flops_key] / 1e6 for r in rows])
         ys = np.array([1e3 * r[key] for r in rows])
@@ -555,7 +556,7 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], *, flops_dense: f
     puts the panels one above the other."""
     epochs = [h["epoch"] for h in history]
     gated = bool(history) and "flops_masked" in history[0]
-    fig, axes = _subplots(3 if gated else 1, panel=(6.0, 3.4) if stack else (4.6, 3.6), stack=stack)
+    fig, axes = subplots(3 if gated else 1, panel=(6.0, 3.4) if stack else (4.6, 3.6), stack=stack)
     ax = axes[0]
     ax.plot(epochs, [h["top1_gated"] for h in history], marker="o", label="test top-1 (live gates)")
     ax.set(title="Test top-1", xlabel="epoch", ylabel="top-1 (%)")

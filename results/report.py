@@ -256,13 +256,37 @@ def _points(runs: Mapping[str, dict]) -> list[dict]:
             for n, r in runs.items() if r["group"] != "dense"]
 
 
+def _rate(run: Mapping[str, Any]) -> float:
+    return run["metrics"]["config"]["target_rate"]
+
+
+def _position(run: Mapping[str, Any]) -> str:
+    """"layer", or the channel position "a" | "b" | "c" of a consensus run."""
+    config = run["metrics"]["config"]
+    return "layer" if config["gating"] == "layer" else config["position"]
+
+
+def consensus_per_gating(runs: Mapping[str, dict]) -> list[dict]:
+    """One consensus run per gating (layer, channel a, b, c), in table order: the one whose
+    target rate is nearest 0.5 (position a cannot reach 0.5 on ResNet-20, so its run is
+    at 0.3)."""
+    chosen: dict[str, dict] = {}
+    for run in runs.values():
+        if run["metrics"]["method"] != "consensus":
+            continue
+        best = chosen.get(run["group"])
+        if best is None or abs(_rate(run) - 0.5) < abs(_rate(best) - 0.5):
+            chosen[run["group"]] = run
+    return list(chosen.values())
+
+
 def plot_top1_per_epoch(runs: Mapping[str, dict]):
     """Test top-1 (live gates for gated runs) per epoch, one line per run."""
     with plt.rc_context(FONT):
         fig, ax = plt.subplots(figsize=(8.5, 5.0), layout="constrained")
     for i, (name, run) in enumerate(runs.items()):
         h = run["history"]
-        ax.plot([e["epoch"] for e in h], [e["top1_gated"] for e in h], marker=comparison._MARKERS[i % len(comparison._MARKERS)],
+        ax.plot([e["epoch"] for e in h], [e["top1_gated"] for e in h], marker=comparison.MARKERS[i % len(comparison.MARKERS)],
                 color=plt.get_cmap("tab20")(i % 20), label=name, linewidth=1.3, markersize=5)
     ax.set(title="Test top-1 after each epoch (live gates for gated runs)", xlabel="epoch", ylabel="top-1 (%)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
@@ -278,7 +302,7 @@ def _family(gating_label: str) -> str:
 def plot_inference_benchmark(bench: dict):
     """Latency ratio against FLOPs ratio (extracted / dense) for the benchmark's rows."""
     sizes = bench["batch_sizes"]
-    fig, axes = comparison._subplots(len(sizes), panel=(6.4, 4.6), stack=True)
+    fig, axes = comparison.subplots(len(sizes), panel=(6.4, 4.6), stack=True)
     models = sorted({r["model"] for r in bench["rows"]})
     families = list(dict.fromkeys(_family(r["gating"]) for r in bench["rows"]))
     for ax, b in zip(axes, sizes):
@@ -286,7 +310,7 @@ def plot_inference_benchmark(bench: dict):
             for k, family in enumerate(families):
                 rows = [r for r in bench["rows"] if r["model"] == model and _family(r["gating"]) == family]
                 ax.scatter([r["flops"] for r in rows], [r[f"lat{b}"] for r in rows], s=60,
-                           marker=comparison._MARKERS[j], color=plt.get_cmap("tab10")(k),
+                           marker=comparison.MARKERS[j], color=plt.get_cmap("tab10")(k),
                            label=f"{model}, {family}", zorder=3, alpha=0.85)
         ax.plot([0, 1.05], [0, 1.05], color="0.5", linestyle=":", label="latency ratio = FLOPs ratio")
         ax.set(title=f"batch {b}", xlabel="FLOPs ratio (extracted / dense)",
@@ -332,14 +356,16 @@ def build(results: Path, out: Path) -> list[Path]:
             figure("drop_vs_flops.png", comparison.plot_drop_vs_flops(
                 points, dense_top1=dense_top1, published_results=comparison.published("cifar10", "ResNet-56"),
                 our_setting=setting, stack=True))
-    gatings = {r["label"]: r["spec"] for n, r in runs.items() if r["metrics"]["method"] == "consensus"
-               and r["metrics"]["config"]["target_rate"] == 0.5}
-    if gatings:
-        positions = {r["label"]: ("layer" if r["metrics"]["config"]["gating"] == "layer"
-                                  else r["metrics"]["config"]["position"])
-                     for r in runs.values() if r["label"] in gatings}
+    one_per_gating = consensus_per_gating(runs)
+    if one_per_gating:
         figure("kept_widths_gatings.png", comparison.plot_kept_widths(
-            gatings, positions, ncols=1, title="Kept units per block, consensus runs at target 0.5"))
+            {r["label"]: r["spec"] for r in one_per_gating}, {r["label"]: _position(r) for r in one_per_gating},
+            ncols=1, title="Kept units per block, one consensus run per gating"))
+    at_rates = [r for r in runs.values() if r["group"] == "consensus, channel (b)"]
+    if len(at_rates) > 1:
+        figure("kept_widths_rates.png", comparison.plot_kept_widths(
+            {r["label"]: r["spec"] for r in at_rates}, {r["label"]: "b" for r in at_rates}, ncols=1,
+            title="Kept hidden channels per block, consensus at position b, every target rate"))
     at_b = {r["label"]: r["spec"] for r in runs.values() if r["group"].endswith("channel (b)")
             and r["metrics"]["config"]["target_rate"] == 0.5}
     if at_b:
