@@ -149,3 +149,25 @@ def test_every_file_the_chapter_shows_is_in_the_report():
     assert shown, "book/results.md shows nothing from results/report/"
     missing = sorted(name for name in shown if not (REPORT / name).is_file())
     assert not missing, f"book/results.md shows {missing}, which results/report.py did not write"
+
+
+def _recorded_percentages() -> set[str]:
+    """Every percentage a committed run recorded, as the prose writes it: top-1 to two
+    decimals, FLOPs removed to one."""
+    found = set()
+    for run_dir in RUN_DIRS:
+        m = _metrics(run_dir)
+        found |= {f"{m[k]:.2f}" for k in ("top1_extracted", "top1_gated") if m.get(k) is not None}
+        if m.get("pruning_rate_flops") is not None:
+            found.add(f"{100 * m['pruning_rate_flops']:.1f}")
+    return found
+
+
+def test_readme_results_numbers_come_from_committed_runs():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Results on real CIFAR-10", 1)[1].split("\n## ", 1)[0]
+    quoted = re.findall(r"(\d+\.\d+)%", section)
+    assert quoted, "the README's results section quotes no percentage"
+    recorded = _recorded_percentages()
+    untraced = [q for q in quoted if q not in recorded]
+    assert not untraced, f"README quotes {untraced}%, which no committed run's metrics.json records"
