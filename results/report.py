@@ -7,8 +7,9 @@ Reads, and nothing else (no data set, no training, no timing):
   ``results/run_cifar10_resnet20.py``);
 * ``results/cifar10-resnet20/measured.json`` (``benchmarks/results_check.py``: FLOPs,
   re-evaluated top-1 and latency of each extracted network), if present;
-* ``results/benchmarks/inference.json``, ``training_overhead.json`` and
-  ``input_pipeline.json`` (the benchmark scripts' ``--json`` output), if present;
+* ``results/benchmarks/inference.json``, ``block_latency.json``,
+  ``training_overhead.json`` and ``input_pipeline.json`` (the benchmark scripts'
+  ``--json`` output), if present;
 * the published reference numbers in :mod:`consensus_tutorial.comparison`.
 
 Writes Markdown tables (``*.md``) and figures (``*.png``) to ``results/report/``; the
@@ -154,6 +155,18 @@ def inference_table(bench: dict) -> str:
         row = {"model": r["model"], "gating (share of units closed)": r["gating"],
                "FLOPs ratio": round(r["flops"], 3), "params ratio": round(r["params"], 3)}
         row |= {f"latency ratio, batch {b}": round(r[f"lat{b}"], 3) for b in bench["batch_sizes"]}
+        rows.append(row)
+    return comparison.format_table(rows)
+
+
+def block_latency_table(bench: dict) -> str:
+    rows = []
+    for r in bench["rows"]:
+        row = {"block": r["block"], "input (C×H×W)": r["input"].replace("x", "×"),
+               "MACs per image (M)": round(r["macs"] / 1e6, 2), "share of MACs (%)": round(100 * r["macs_share"], 1)}
+        for b in bench["batch_sizes"]:
+            row[f"latency (ms), batch {b}"] = round(1e3 * r[f"latency_b{b}_s"], 3 if b == 1 else 1)
+            row[f"share of time (%), batch {b}"] = round(100 * r[f"latency_share_b{b}"], 1)
         rows.append(row)
     return comparison.format_table(rows)
 
@@ -329,6 +342,7 @@ def build(results: Path, out: Path) -> list[Path]:
     inference = read_json(results / "benchmarks" / "inference.json")
     training = read_json(results / "benchmarks" / "training_overhead.json")
     pipeline = read_json(results / "benchmarks" / "input_pipeline.json")
+    blocks = read_json(results / "benchmarks" / "block_latency.json")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
@@ -394,6 +408,11 @@ def build(results: Path, out: Path) -> list[Path]:
         text("benchmark_inference_machine.md",
              f"Measured with `{inference['command']}` on: {machine_line(inference['machine'])}.")
         figure("benchmark_inference.png", plot_inference_benchmark(inference))
+    if blocks:
+        text("benchmark_blocks.md", block_latency_table(blocks))
+        text("benchmark_blocks_machine.md",
+             f"Measured with `{blocks['command']}` ({blocks['arch']}, dense, {blocks['clock']} clock) on: "
+             f"{machine_line(blocks['machine'])}.")
     if training:
         text("benchmark_training.md", training_table(training))
         text("benchmark_training_machine.md",
