@@ -130,9 +130,10 @@ def runs_table(runs: Mapping[str, dict], measured: dict | None) -> str:
 def latency_table(runs: Mapping[str, dict], measured: dict) -> str:
     sizes = measured["timing"]["batch_sizes"]
     rows = []
-    for name, r in measured["runs"].items():
-        if name not in runs:
+    for name in runs:  # the order of the other tables
+        if name not in measured["runs"]:
             continue
+        r = measured["runs"][name]
         row = {"run": name, "FLOPs ratio": round(r["flops"] / r["flops_dense"], 3),
                "FLOPs (M), re-counted": round(r["flops"] / 1e6, 2),
                "FLOPs (M), metrics.json": round(runs[name]["metrics"]["flops_extracted"] / 1e6, 2)}
@@ -394,7 +395,7 @@ def build(results: Path, out: Path) -> list[Path]:
             stack=True))
     if measured:
         rows = [{"label": n, "flops": r["flops"], **{k: v for k, v in r.items() if k.startswith("latency_b")}}
-                for n, r in measured["runs"].items() if n in runs]
+                for n, r in ((n, measured["runs"][n]) for n in runs if n in measured["runs"])]
         sizes = measured["timing"]["batch_sizes"]
         figure("latency_vs_flops.png", comparison.plot_latency_vs_flops(
             rows, latency_keys={f"latency_b{b}_s": f"batch {b}" for b in sizes},
