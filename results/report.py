@@ -44,11 +44,12 @@ from consensus_tutorial.plots import FONT
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run_cifar10_resnet20 import RUNS
+from run_cifar10_resnet20 import RUNS, SEED
 
-#: the settings that make "one schedule for all runs"
+#: the settings that make "one schedule for all runs" (the seed is not one of them: a few
+#: runs are repeated with another seed)
 SCHEDULE_KEYS = ("arch", "dataset", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",
-                 "seed", "limit_train", "limit_test")
+                 "limit_train", "limit_test")
 
 BASELINE_WORDS = {"random": "random", "l1": "L1-norm", "bn-polarization": "BN polarization"}
 
@@ -62,7 +63,8 @@ GROUP_ORDER = ("dense", "consensus, channel (b)", "consensus, channel (a)", "con
 
 def describe(config: Mapping[str, Any]) -> tuple[str, str]:
     """(group, label) of a run from its config: the group names the method and gating
-    (points of one group are joined in the plots), the label adds the target rate."""
+    (points of one group are joined in the plots), the label adds the target rate, and
+    the seed where it is not :data:`SEED`."""
     method = config["method"]
     if method == "dense":
         return "dense", "dense"
@@ -71,13 +73,14 @@ def describe(config: Mapping[str, Any]) -> tuple[str, str]:
         group = f"consensus, {gating}"
     else:
         group = f"{BASELINE_WORDS.get(method, method)}, channel (b)"
-    return group, f"{group}, target {config['target_rate']:g}"
+    label = f"{group}, target {config['target_rate']:g}"
+    return group, label + (f", seed {config['seed']}" if config["seed"] != SEED else "")
 
 
 def load_runs(folder: Path) -> dict[str, dict[str, Any]]:
-    """{run name: {"metrics", "history", "spec", "group", "label"}} for every run folder
-    under ``folder`` holding a ``metrics.json``, in the order of :data:`GROUP_ORDER`, then
-    by target rate."""
+    """{run name: {"metrics", "history", "spec", "group", "label", "repeat"}} for every run
+    folder under ``folder`` holding a ``metrics.json``, in the order of :data:`GROUP_ORDER`,
+    then by target rate. ``repeat`` is true for a run with another seed than :data:`SEED`."""
     found = {p.parent.name: p.parent for p in folder.glob("*/metrics.json")}
     if not found:
         raise SystemExit(f"error: no run under {folder} (no */metrics.json); train them with "
@@ -91,7 +94,7 @@ def load_runs(folder: Path) -> dict[str, dict[str, Any]]:
             "metrics": metrics,
             "history": json.loads((path / "history.json").read_text()),
             "spec": ct.load_subnetwork(path / "subnetwork.pt").spec,
-            "group": group, "label": label,
+            "group": group, "label": label, "repeat": metrics["config"]["seed"] != SEED,
         }
 
     def place(name: str) -> tuple:
@@ -100,6 +103,11 @@ def load_runs(folder: Path) -> dict[str, dict[str, Any]]:
         return rank, group, runs[name]["metrics"]["config"]["target_rate"], name
 
     return {name: runs[name] for name in sorted(runs, key=place)}
+
+
+def first_seed(runs: Mapping[str, dict]) -> dict[str, dict]:
+    """The runs with seed :data:`SEED`: one point per setting in the figures."""
+    return {name: run for name, run in runs.items() if not run["repeat"]}
 
 
 def read_json(path: Path) -> dict | None:
@@ -124,6 +132,23 @@ def runs_table(runs: Mapping[str, dict], measured: dict | None) -> str:
         row = comparison.run_row(name, m, dense_top1=dense_top1, **extra)
         row["disagreement (%)"] = None if m.get("disagreement") is None else round(100 * m["disagreement"], 2)
         rows.append(row)
+    return comparison.format_table(rows)
+
+
+def seeds_table(runs: Mapping[str, dict]) -> str:
+    """One row per run repeated with another seed: top-1 and FLOPs reduction per seed."""
+    rows = []
+    for name, run in runs.items():
+        base = re.sub(r"-seed\d+$", "", name)
+        if not run["repeat"] or base not in runs:
+            continue
+        pair = (runs[base]["metrics"], run["metrics"])
+        rows.append({
+            "setting": base, "seeds": ", ".join(str(m["config"]["seed"]) for m in pair),
+            "top-1 extracted (%)": ", ".join(f"{m['top1_extracted']:.2f}" for m in pair),
+            "FLOPs reduction (%)": ", ".join(f"{100 * m['pruning_rate_flops']:.1f}" for m in pair),
+            "top-1 difference (points)": f"{pair[1]['top1_extracted'] - pair[0]['top1_extracted']:+.2f}",
+        })
     return comparison.format_table(rows)
 
 
@@ -229,18 +254,23 @@ def summary(runs: Mapping[str, dict], measured: dict | None) -> str:
     lines.append(f"- **Schedule{', the same for every run' if len(schedules) == 1 else ' of the first run'}:** "
                  f"{cfg['arch']}, {cfg['dataset']}, {cfg['epochs']} epochs, batch {cfg['batch_size']}, "
                  f"{cfg['schedule']} schedule peaking at lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
-                 f"seed {cfg['seed']}; {train} train and {test} test images. One seed per run, so differences "
-                 "of about a point are within noise.")
+                 f"{train} train and {test} test images.")
+    repeats = [n for n, r in runs.items() if r["repeat"]]
+    lines.append(f"- **Seeds:** seed {SEED} for every run"
+                 + (f", and {len(repeats)} repeated with another seed ({', '.join(repeats)}): the seed table "
+                    "shows how far apart two seeds of one setting land." if repeats else
+                    ". One seed per setting, so differences of about a point are within noise."))
     if "dense" in runs:
         d = runs["dense"]["metrics"]
         lines.append(f"- **Dense ResNet-20:** top-1 {d['top1_extracted']:.2f}%, "
                      f"{d['flops_dense'] / 1e6:.2f} M MACs per image, {d['params_dense'] / 1e6:.3f} M parameters.")
-        at_half = [(n, r) for n, r in runs.items() if n != "dense" and r["metrics"]["config"]["target_rate"] == 0.5]
+        at_half = [(n, r) for n, r in first_seed(runs).items()
+                   if n != "dense" and r["metrics"]["config"]["target_rate"] == 0.5]
         if at_half:
             parts = [f"{r['group']} {r['metrics']['top1_extracted']:.2f}% "
                      f"({100 * r['metrics']['pruning_rate_flops']:.1f}% of FLOPs removed)"
                      for n, r in sorted(at_half, key=lambda x: -x[1]["metrics"]["top1_extracted"])]
-            lines.append("- **At target rate 0.5**, best first: " + "; ".join(parts) + ".")
+            lines.append(f"- **At target rate 0.5**, seed {SEED}, best first: " + "; ".join(parts) + ".")
     gated = [(n, r) for n, r in runs.items() if r["metrics"].get("disagreement") is not None
              and r["metrics"]["method"] == "consensus"]
     if gated:
@@ -358,11 +388,14 @@ def build(results: Path, out: Path) -> list[Path]:
 
     text("summary.md", summary(runs, measured))
     text("runs.md", runs_table(runs, measured))
+    if any(r["repeat"] for r in runs.values()):
+        text("seeds.md", seeds_table(runs))
     text("published.md", comparison.format_table(comparison.published_rows("cifar10", "ResNet-56")))
     text("commands.md", commands_block(runs))
     dense_top1 = runs["dense"]["metrics"]["top1_extracted"] if "dense" in runs else None
     setting = f"ResNet-20 / CIFAR-10, {next(iter(runs.values()))['metrics']['epochs']} epochs on a CPU"
-    points = _points(runs)
+    main = first_seed(runs)
+    points = _points(main)
     if points:
         figure("top1_vs_flops.png", comparison.plot_top1_vs_flops(
             points, dense_top1=dense_top1, published_results=comparison.published("cifar10", "ResNet-56"),
@@ -371,17 +404,17 @@ def build(results: Path, out: Path) -> list[Path]:
             figure("drop_vs_flops.png", comparison.plot_drop_vs_flops(
                 points, dense_top1=dense_top1, published_results=comparison.published("cifar10", "ResNet-56"),
                 our_setting=setting, stack=True))
-    one_per_gating = consensus_per_gating(runs)
+    one_per_gating = consensus_per_gating(main)
     if one_per_gating:
         figure("kept_widths_gatings.png", comparison.plot_kept_widths(
             {r["label"]: r["spec"] for r in one_per_gating}, {r["label"]: _position(r) for r in one_per_gating},
             ncols=1, title="Kept units per block, one consensus run per gating"))
-    at_rates = [r for r in runs.values() if r["group"] == "consensus, channel (b)"]
+    at_rates = [r for r in main.values() if r["group"] == "consensus, channel (b)"]
     if len(at_rates) > 1:
         figure("kept_widths_rates.png", comparison.plot_kept_widths(
             {r["label"]: r["spec"] for r in at_rates}, {r["label"]: "b" for r in at_rates}, ncols=1,
             title="Kept hidden channels per block, consensus at position b, every target rate"))
-    at_b = {r["label"]: r["spec"] for r in runs.values() if r["group"].endswith("channel (b)")
+    at_b = {r["label"]: r["spec"] for r in main.values() if r["group"].endswith("channel (b)")
             and r["metrics"]["config"]["target_rate"] == 0.5}
     if at_b:
         figure("kept_widths_methods.png", comparison.plot_kept_widths(

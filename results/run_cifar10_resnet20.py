@@ -1,8 +1,9 @@
 """Train the CIFAR-10 / ResNet-20 result set of the results chapter, two runs at a time.
 
 Every run uses one schedule (``COMMON``: 10 epochs, batch 128, the package's default
-one-cycle SGD, seed 0, all 50,000 train and 10,000 test images); the runs differ only in
-method, gating and target rate. Each run is one ``python -m consensus_tutorial train``
+one-cycle SGD, all 50,000 train and 10,000 test images) and seed 0; the runs differ only
+in method, gating and target rate. Two runs are repeated with seed 1 (``SEEDS``) to show
+how far apart two seeds of one run land. Each run is one ``python -m consensus_tutorial train``
 command writing ``results/cifar10-resnet20/<name>/``; the command is stored in that run's
 ``metrics.json``. A run whose ``metrics.json`` exists is skipped, and every command passes
 ``--resume``, so a killed batch continues from each run's last finished epoch::
@@ -30,7 +31,9 @@ from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository root; paths below are relative to it
 OUT = Path("results") / "cifar10-resnet20"
-COMMON = ["--dataset", "cifar10", "--arch", "resnet20", "--epochs", "10", "--batch-size", "128", "--seed", "0"]
+COMMON = ["--dataset", "cifar10", "--arch", "resnet20", "--epochs", "10", "--batch-size", "128"]
+#: the seed of every run, except the repeats in SEEDS
+SEED = 0
 
 # name -> the flags that set the method; in the order they are worth running
 RUNS: dict[str, list[str]] = {
@@ -47,12 +50,24 @@ RUNS: dict[str, list[str]] = {
     "channel-c-0.5": ["--method", "consensus", "--gating", "channel", "--position", "c", "--target-rate", "0.5"],
     "channel-b-0.7": ["--method", "consensus", "--gating", "channel", "--position", "b", "--target-rate", "0.7"],
     "layer-0.3": ["--method", "consensus", "--gating", "layer", "--target-rate", "0.3"],
+    # the two runs of the closest comparison again, with another seed: how far apart do two
+    # seeds of one run land?
+    "channel-b-0.5-seed1": ["--method", "consensus", "--gating", "channel", "--position", "b", "--target-rate", "0.5"],
+    "random-0.5-seed1": ["--method", "random", "--target-rate", "0.5"],
 }
+
+#: runs repeated with another seed: name -> seed (the name ends in "-seed<seed>")
+SEEDS: dict[str, int] = {"channel-b-0.5-seed1": 1, "random-0.5-seed1": 1}
+
+
+def seed(name: str) -> int:
+    """The seed of run ``name``."""
+    return SEEDS.get(name, SEED)
 
 
 def command(name: str, data_root: str, threads: int) -> list[str]:
     """The training command of run ``name``."""
-    return [sys.executable, "-m", "consensus_tutorial", "train", *COMMON, *RUNS[name],
+    return [sys.executable, "-m", "consensus_tutorial", "train", *COMMON, "--seed", str(seed(name)), *RUNS[name],
             "--data-root", data_root, "--threads", str(threads), "--out", str(OUT / name), "--resume"]
 
 

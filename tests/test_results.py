@@ -84,9 +84,11 @@ def test_runs_follow_one_schedule_on_the_full_data():
     for key in _results_module("report").SCHEDULE_KEYS:
         values = {c[key] for c in configs.values()}
         assert len(values) == 1, f"{key} differs between runs: {values}"
+    runner = _runner()
+    for name, config in configs.items():
+        assert config["seed"] == runner.seed(name), f"{name} ran with seed {config['seed']}, the runner gives it {runner.seed(name)}"
     first = next(iter(configs.values()))
     assert first["epochs"] >= 10 and first["limit_train"] is None and first["limit_test"] is None
-    runner = _runner()
     for name, config in configs.items():
         if name in runner.RUNS:
             assert config["method"] == runner.RUNS[name][runner.RUNS[name].index("--method") + 1]
@@ -100,8 +102,11 @@ def test_runner_commands_share_the_schedule_and_resume():
     out = subprocess.run([sys.executable, str(RESULTS / "run_cifar10_resnet20.py"), "--list"],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert len(out) == len(runner.RUNS)
+    for name, seed in runner.SEEDS.items():
+        assert name in runner.RUNS and name.endswith(f"-seed{seed}") and seed != runner.SEED
     for line, name in zip(out, runner.RUNS):
         assert " ".join(runner.COMMON) in line and line.endswith("--resume")
+        assert f" --seed {runner.seed(name)} " in line
         assert f"--out results/cifar10-resnet20/{name} " in line
     bad = subprocess.run([sys.executable, str(RESULTS / "run_cifar10_resnet20.py"), "no-such-run"],
                          capture_output=True, text=True, check=False)
@@ -133,6 +138,32 @@ def test_report_rebuilds_the_committed_tables(tmp_path):
                 f"results/report/{name} differs from what results/ gives: run python results/report.py")
         else:
             assert (tmp_path / name).stat().st_size > 10_000  # a real figure, not an empty canvas
+
+
+def test_a_run_repeated_with_another_seed_goes_to_the_seed_table_not_the_figures(tmp_path):
+    import shutil
+
+    runs_dir = tmp_path / "cifar10-resnet20"
+    for name in ("dense", "channel-b-0.5"):
+        shutil.copytree(RUNS_DIR / name, runs_dir / name, ignore=shutil.ignore_patterns("checkpoint.pt", "*.log"))
+    repeat = runs_dir / "channel-b-0.5-seed7"
+    shutil.copytree(runs_dir / "channel-b-0.5", repeat)
+    metrics = _metrics(repeat)
+    metrics["config"]["seed"] = 7
+    metrics["top1_extracted"] = round(metrics["top1_extracted"] - 1.25, 2)
+    (repeat / "metrics.json").write_text(json.dumps(metrics))
+
+    report = _results_module("report")
+    runs = report.load_runs(runs_dir)
+    assert runs["channel-b-0.5-seed7"]["repeat"] and not runs["channel-b-0.5"]["repeat"]
+    assert runs["channel-b-0.5-seed7"]["label"].endswith(", seed 7")
+    assert set(report.first_seed(runs)) == {"dense", "channel-b-0.5"}
+    table = report.seeds_table(runs)
+    assert "| channel-b-0.5 | 0, 7 |" in table and "| -1.25 |" in table
+    report.build(tmp_path, tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "1 repeated with another seed (channel-b-0.5-seed7)" in summary
+    assert summary.count("consensus, channel (b) ") == 1  # the repeat is not a second point at target 0.5
 
 
 def test_report_on_a_folder_without_runs_says_what_to_do(tmp_path):
