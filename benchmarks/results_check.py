@@ -17,7 +17,7 @@ on), which ``results/report.py`` turns into the latency figure and table of the 
 chapter, and prints a table. It exits with status 1 if a re-evaluated top-1 differs from
 the recorded one.
 
-Run (from the repository root; about 4 minutes for 8 runs on a 2-core CPU):
+Run (from the repository root; about 4 minutes for 11 runs on an idle 2-core CPU):
 
     .venv/bin/python benchmarks/results_check.py --data-root ../shared/data/cifar10 --threads 1
 """
