@@ -8,7 +8,7 @@ Reads, and nothing else (no data set, no training, no timing):
 * ``results/cifar10-resnet20/measured.json`` (``benchmarks/results_check.py``: FLOPs,
   re-evaluated top-1 and latency of each extracted network), if present;
 * ``results/benchmarks/inference.json``, ``block_latency.json``,
-  ``training_overhead.json`` and ``input_pipeline.json`` (the benchmark scripts'
+  ``latency_repeatability.json``, ``training_overhead.json`` and ``input_pipeline.json`` (the benchmark scripts'
   ``--json`` output), if present;
 * the published reference numbers in :mod:`consensus_tutorial.comparison`.
 
@@ -197,6 +197,14 @@ def block_latency_table(bench: dict) -> str:
     return comparison.format_table(rows)
 
 
+def repeatability_table(bench: dict) -> str:
+    rows = [{"run": r["run"], "batch": r["batch"],
+             "ratio in each process": ", ".join(f"{x:.2f}" for x in r["ratios"]),
+             "min": f"{r['min']:.2f}", "median": f"{r['median']:.2f}", "max": f"{r['max']:.2f}",
+             "max − min": f"{r['max'] - r['min']:.2f}"} for r in bench["rows"]]
+    return comparison.format_table(rows)
+
+
 def training_table(bench: dict) -> str:
     columns = {"train_s": "training pass, median wall s", "train_cpu_s": "training pass, median CPU s",
                "epoch_s": "whole epoch (fit), median wall s"}
@@ -374,6 +382,7 @@ def build(results: Path, out: Path) -> list[Path]:
     training = read_json(results / "benchmarks" / "training_overhead.json")
     pipeline = read_json(results / "benchmarks" / "input_pipeline.json")
     blocks = read_json(results / "benchmarks" / "block_latency.json")
+    repeatability = read_json(results / "benchmarks" / "latency_repeatability.json")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
@@ -447,6 +456,12 @@ def build(results: Path, out: Path) -> list[Path]:
         text("benchmark_blocks_machine.md",
              f"Measured with `{blocks['command']}` ({blocks['arch']}, dense, {blocks['clock']} clock) on: "
              f"{machine_line(blocks['machine'])}.")
+    if repeatability:
+        text("benchmark_repeatability.md", repeatability_table(repeatability))
+        text("benchmark_repeatability_machine.md",
+             f"Measured with `{repeatability['command']}` ({repeatability['processes']} processes per run, "
+             f"{repeatability['rounds']} rounds of {repeatability['repeats']} passes each, "
+             f"{repeatability['clock']} clock) on: {machine_line(repeatability['machine'])}.")
     if training:
         text("benchmark_training.md", training_table(training))
         text("benchmark_training_machine.md",
