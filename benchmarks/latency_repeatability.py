@@ -29,9 +29,7 @@ import sys
 from pathlib import Path
 
 from machine import machine_info, write_json
-from timing import add_timing_args, check_timing_args, paired_latency, timing_device
-
-import consensus_tutorial as ct
+from timing import add_timing_args, check_timing_args, load_run, paired_latency, timing_device
 
 DEFAULT_RUNS = ["results/cifar10-resnet20/random-0.5", "results/cifar10-resnet20/channel-b-0.5",
                 "results/cifar10-resnet20/layer-0.5"]
@@ -59,9 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def measure_once(args: argparse.Namespace) -> dict[str, float]:
     """{"b<batch>": extracted/dense latency ratio} for the single run of ``args.runs``, in this process."""
     device = timing_device(args)
-    subnet = ct.load_subnetwork(args.runs[0] / "subnetwork.pt", map_location=device).eval()
-    arch = json.loads((args.runs[0] / "metrics.json").read_text())["config"]["arch"]
-    dense = ct.build_model(arch, subnet.spec["num_classes"]).to(device).eval()
+    _, subnet, dense = load_run(args.runs[0], device)
     ratios = {}
     for b in args.batch_sizes:
         d, s = paired_latency(dense, subnet, b, dense.input_shape, device, args.rounds, args.repeats,

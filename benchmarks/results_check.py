@@ -25,13 +25,12 @@ Run (from the repository root; about 4 minutes for 11 runs on an idle 2-core CPU
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
 
 from machine import machine_info, write_json
-from timing import add_timing_args, check_timing_args, paired_latency, timing_device
+from timing import add_timing_args, check_timing_args, load_run, paired_latency, timing_device
 from tqdm.auto import tqdm
 
 import consensus_tutorial as ct
@@ -66,10 +65,8 @@ def main(argv=None) -> int:
     mismatches = []
     test_sets: dict[str, ct.data.ImageSet] = {}
     for folder in tqdm(run_folders(args.results), desc="runs", file=sys.stderr):
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics, subnet, dense = load_run(folder, device)
         config = metrics["config"]
-        subnet = ct.load_subnetwork(folder / "subnetwork.pt", map_location=device).eval()
-        dense = ct.build_model(config["arch"], subnet.spec["num_classes"]).to(device).eval()
         row = {"flops": ct.count_flops(subnet), "flops_dense": ct.count_flops(dense),
                "recorded_top1_extracted": metrics["top1_extracted"]}
         if args.data_root:

@@ -1,10 +1,13 @@
 """Side-by-side latency timing shared by the inference benchmarks: the command-line
-options and the ABBA-interleaved measurement of a dense and an extracted network."""
+options, loading a recorded run's extracted network with its dense counterpart, and the
+ABBA-interleaved measurement of the two."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+from pathlib import Path
 
 import torch
 
@@ -36,6 +39,16 @@ def timing_device(args: argparse.Namespace) -> torch.device:
     if args.threads:
         torch.set_num_threads(args.threads)
     return select_device(args.device)
+
+
+def load_run(folder: Path, device: torch.device) -> tuple[dict, ct.PrunedResNet, ct.ResNet]:
+    """A run folder's ``metrics.json``, its extracted network loaded from ``subnetwork.pt``
+    alone, and a freshly built dense network of the run's architecture; both in eval mode
+    on ``device``."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    subnet = ct.load_subnetwork(folder / "subnetwork.pt", map_location=device).eval()
+    dense = ct.build_model(metrics["config"]["arch"], subnet.spec["num_classes"]).to(device).eval()
+    return metrics, subnet, dense
 
 
 def paired_latency(dense, subnet, batch: int, input_shape, device, rounds: int, repeats: int,

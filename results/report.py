@@ -8,8 +8,8 @@ Reads, and nothing else (no data set, no training, no timing):
 * ``results/cifar10-resnet20/measured.json`` (``benchmarks/results_check.py``: FLOPs,
   re-evaluated top-1 and latency of each extracted network), if present;
 * ``results/benchmarks/inference.json``, ``block_latency.json``,
-  ``latency_repeatability.json``, ``training_overhead.json`` and ``input_pipeline.json`` (the benchmark scripts'
-  ``--json`` output), if present;
+  ``latency_repeatability.json``, ``training_overhead.json`` and
+  ``input_pipeline.json`` (the benchmark scripts' ``--json`` output), if present;
 * the published reference numbers in :mod:`consensus_tutorial.comparison`.
 
 Writes Markdown tables (``*.md``) and figures (``*.png``) to ``results/report/``; the
