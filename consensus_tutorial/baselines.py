@@ -8,7 +8,10 @@ smaller network measured the same way:
 * ``dropout``: channel dropout at rate ``target_rate`` after bn1 + relu of every block
   (position b); it regularizes but removes no FLOPs;
 * ``random``: channels at position b chosen at random before training, the same share in
-  every layer, to meet the FLOPs target; then trained as that smaller network;
+  every layer, to meet the FLOPs target; then trained as that smaller network. With
+  ``widths_from`` (a run folder), each layer instead keeps as many random channels as
+  that run kept: the control that separates *how many* channels a method keeps per layer
+  from *which* ones;
 * ``l1``: dense training for a ``prune_at`` share of the epochs, then one-shot pruning of
   conv1's filters with the smallest L1 norms (the same share in every layer, Li et al.
   2017) to the FLOPs target, then fine-tuning for the remaining epochs;
@@ -24,6 +27,9 @@ gate is only the mask that the surgery reads.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+
+import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -61,10 +67,13 @@ def masks_for_flops(
     def keep_counts(level: float) -> dict[str, int]:
         if uniform:
             return {n: max(min_channels, round(level * g.units)) for n, g in gates.items()}
+        # network-wide ranking by position, so that tied scores cannot all pass one cut
         flat = torch.cat([scores[n].float().cpu() for n in gates])
         k = max(1, round(level * flat.numel()))
-        cut = torch.sort(flat, descending=True).values[k - 1]
-        return {n: max(min_channels, int((scores[n].float().cpu() >= cut).sum())) for n in gates}
+        top = torch.zeros(flat.numel(), dtype=torch.bool)
+        top[torch.argsort(flat, descending=True, stable=True)[:k]] = True
+        per_gate = torch.split(top, [gates[n].units for n in gates])
+        return {n: max(min_channels, int(t.sum())) for n, t in zip(gates, per_gate)}
 
     def masks_at(level: float) -> dict[str, torch.Tensor]:
         masks = {}
@@ -82,6 +91,37 @@ def masks_for_flops(
         else:
             hi = mid
     return masks_at(lo)
+
+
+def read_widths(run_dir: str | Path) -> dict[str, int]:
+    """The kept units per gate that the run in ``run_dir`` recorded (its ``metrics.json``)."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        widths = json.loads(path.read_text())["kept_units"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"widths_from: no metrics.json in {run_dir}; name a finished run folder.") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"widths_from: {path} is not a run's metrics.json with kept_units.") from None
+    if not isinstance(widths, dict) or not widths:
+        raise ValueError(f"widths_from: {path} records no kept units (a dense run?); name a pruned run.")
+    return {str(n): int(k) for n, k in widths.items()}
+
+
+def masks_with_widths(model: ResNet, scores: Mapping[str, torch.Tensor],
+                      widths: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    """Masks that keep, in every gate, the ``widths[name]`` highest-scoring units."""
+    gates = gate_modules(model)
+    if set(widths) != set(gates) or any(not 0 <= widths[n] <= g.units for n, g in gates.items()):
+        raise ValueError(
+            "widths_from: the run's kept_units do not fit this model (its gates: "
+            f"{ {n: g.units for n, g in gates.items()} }); use a run of the same arch and position b."
+        )
+    masks = {}
+    for name, gate in gates.items():
+        order = torch.argsort(scores[name].float().cpu(), descending=True, stable=True)
+        masks[name] = torch.zeros(gate.units, dtype=torch.bool)
+        masks[name][order[: widths[name]]] = True
+    return masks
 
 
 def l1_scores(model: ResNet) -> dict[str, torch.Tensor]:
@@ -165,8 +205,11 @@ class PruneAtHooks(MethodHooks):
             self._prune(model)
 
     def _prune(self, model: ResNet) -> None:
-        masks = masks_for_flops(model, self.score(model), self.config.target_rate,
-                                uniform=self.uniform, min_channels=max(1, self.config.min_channels))
+        if self.config.widths_from:
+            masks = masks_with_widths(model, self.score(model), read_widths(self.config.widths_from))
+        else:
+            masks = masks_for_flops(model, self.score(model), self.config.target_rate,
+                                    uniform=self.uniform, min_channels=max(1, self.config.min_channels))
         freeze_gates(model, masks)
 
 

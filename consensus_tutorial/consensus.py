@@ -56,6 +56,7 @@ def consensus_masks(
     *,
     min_channels: int = 1,
     round_to: int | None = None,
+    min_share: float = 0.0,
 ) -> Masks:
     """Static masks ``m_j = 1[r_j >= threshold]`` from every gate's firing rate.
 
@@ -64,6 +65,8 @@ def consensus_masks(
         threshold: firing-rate threshold in [0, 1].
         min_channels: fewest channels a channel gate keeps (0 allows a layer to close fully).
         round_to: round each channel gate's kept count up to a multiple of this.
+        min_share: a channel gate keeps at least ``ceil(min_share * C)`` channels (a
+            per-layer floor, as the trainer's ``min_keep``).
 
     Returns:
         A dict mapping each gate name to a bool tensor of shape (C,), on the CPU.
@@ -74,12 +77,15 @@ def consensus_masks(
         raise ValueError(f"min_channels must be >= 0; got {min_channels!r}.")
     if round_to is not None and round_to < 1:
         raise ValueError(f"round_to must be a positive integer or None; got {round_to!r}.")
+    if not 0.0 <= min_share <= 1.0:
+        raise ValueError(f"min_share must lie in [0, 1]; got {min_share!r}.")
     masks = {}
     for name, gate in _require_gates(model).items():
         rate = gate.firing_rate.detach().float().cpu()
         mask = rate >= threshold
         if getattr(gate, "unit", "channel") == "channel":
-            kept = max(int(mask.sum()), min(min_channels, gate.units))
+            floor = max(min_channels, math.ceil(min_share * gate.units - 1e-9))
+            kept = max(int(mask.sum()), min(floor, gate.units))
             if round_to is not None and kept > 0:
                 kept = min(gate.units, math.ceil(kept / round_to) * round_to)
             if kept != int(mask.sum()):

@@ -152,6 +152,11 @@ class Gate(nn.Module):
         self.frozen.fill_(False)
         self._is_frozen = False
 
+    def input_parameters(self) -> list[nn.Parameter]:
+        """The parameters that make the decision depend on the input (none for a static
+        gate); the trainer may give them a smaller learning rate than the per-unit logits."""
+        return []
+
     def extra_repr(self) -> str:
         return f"units={self.units}, frozen={self._is_frozen}"
 
@@ -199,6 +204,11 @@ class DynamicGate(Gate):
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, C) logits."""
         return self.mlp(x.mean(dim=(2, 3)))
+
+    def input_parameters(self) -> list[nn.Parameter]:
+        """Every MLP parameter but the last layer's bias (the per-unit part of the logit)."""
+        last_bias = self.mlp[-1].bias
+        return [p for p in self.mlp.parameters() if p is not last_bias]
 
 
 class StaticGate(Gate):

@@ -10,10 +10,22 @@
   with FLOPs weights the target is a share of the whole network's FLOPs;
 * ``lambda_pol(step)`` rises linearly from 0 over the first ``pol_warmup`` share of the
   steps, so gates explore before they polarize.
+
+How the budget is shared between the gated layers is the *allocation* (``ALLOCATIONS``).
+With ``q_l`` the (FLOPs-weighted) keep ratio of the units of gate ``l`` and ``L`` gates:
+
+* ``"global"``: one budget for the whole network, ``R_sp = (q - kappa)^2`` over all units
+  at once: which layers shrink is left to the gates and their optimizer;
+* ``"uniform"``: every gated layer keeps the same share,
+  ``R_sp = (1/L) sum_l (q_l - kappa)^2`` (as the random and L1 baselines do).
+
+A per-layer floor ``min_keep`` adds ``(1/L) sum_l max(0, min_keep - q_l)^2`` (also weighed
+by ``lambda_sp``), so that no layer is squeezed below that share.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +35,35 @@ from ._checks import check_choice
 from .consensus import gate_modules
 from .flops import count_flops, unit_flops
 from .models import ResNet
-from .regularizers import polarization, sparsity_penalty
+from .regularizers import keep_ratio, polarization, sparsity_penalty
+
+
+def _global_allocation(keeps: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None],
+                       kappa: float) -> torch.Tensor:
+    """``(q - kappa)^2`` with ``q`` the keep ratio of all units together."""
+    joined = None if weights[0] is None else torch.cat(list(weights))
+    return sparsity_penalty(torch.cat(list(keeps)), 1.0 - kappa, joined)
+
+
+def _uniform_allocation(keeps: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None],
+                        kappa: float) -> torch.Tensor:
+    """``(1/L) sum_l (q_l - kappa)^2``: every gated layer is held to the same share."""
+    return torch.stack([(keep_ratio(k, w) - kappa) ** 2 for k, w in zip(keeps, weights)]).mean()
+
+
+#: name -> penalty(keeps per gate, weights per gate (or None), kappa); the choices of
+#: ``allocation`` (register a new one here and it is a setting of the trainer and the CLI)
+ALLOCATIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "global": _global_allocation,
+    "uniform": _uniform_allocation,
+}
+
+
+def floor_penalty(keeps: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None],
+                  min_keep: float) -> torch.Tensor:
+    """``(1/L) sum_l max(0, min_keep - q_l)^2``: zero while every layer keeps at least ``min_keep``."""
+    short = [torch.clamp(min_keep - keep_ratio(k, w), min=0.0) ** 2 for k, w in zip(keeps, weights)]
+    return torch.stack(short).mean()
 
 
 def keep_target(model: ResNet, target_rate: float, flops_aware: bool) -> tuple[float, torch.Tensor | None]:
@@ -71,9 +111,14 @@ class Objective:
     pol_warmup_steps: int = 0
     flops_aware: bool = True
     sparsity_on: str = "hard"
+    allocation: str = "global"
+    min_keep: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("sparsity_on", self.sparsity_on, ("hard", "soft"))
+        check_choice("allocation", self.allocation, tuple(ALLOCATIONS))
+        if not 0.0 <= self.min_keep < 1.0:
+            raise ValueError(f"min_keep (the per-layer floor) must lie in [0, 1); got {self.min_keep!r}.")
         self._kappa: float | None = None
         self._weights: torch.Tensor | None = None
 
@@ -96,9 +141,14 @@ class Objective:
         if self._kappa is None:
             self.attach(model)
         pbar = torch.cat([g.last_p.float().mean(0) for g in gates])
-        keep = pbar if self.sparsity_on == "soft" else torch.cat([g.last_g.float().mean(0) for g in gates])
-        weights = None if self._weights is None else self._weights.to(keep.device)
-        r_sp = sparsity_penalty(keep, 1.0 - self._kappa, weights) if self._kappa < 1.0 else keep.new_zeros(())
+        source = "last_p" if self.sparsity_on == "soft" else "last_g"
+        keeps = [getattr(g, source).float().mean(0) for g in gates]
+        weights = self._weights_per_gate(keeps)
+        r_sp = pbar.new_zeros(())
+        if self._kappa < 1.0:
+            r_sp = ALLOCATIONS[self.allocation](keeps, weights, self._kappa)
+        if self.min_keep > 0.0:
+            r_sp = r_sp + floor_penalty(keeps, weights, self.min_keep)
         r_pol = polarization(pbar, self.polarizer, self.zhuang_t if self.polarizer == "zhuang" else None)
         lam_pol = self.lambda_pol_at(step)
         loss = ce + self.lambda_sp * r_sp + lam_pol * r_pol
@@ -106,3 +156,10 @@ class Objective:
             g.last_p = g.last_g = None
         terms = {"ce": ce.item(), "sparsity": r_sp.item(), "polarization": r_pol.item(), "lambda_pol": lam_pol}
         return loss, terms
+
+    def _weights_per_gate(self, keeps: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """The FLOPs weights split into one (C_l,) tensor per gate (None when not FLOPs-aware)."""
+        if self._weights is None:
+            return [None] * len(keeps)
+        weights = self._weights.to(keeps[0].device)
+        return list(torch.split(weights, [k.numel() for k in keeps]))

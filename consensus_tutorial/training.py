@@ -32,14 +32,25 @@ from ._checks import check_choice, check_rate
 from .consensus import DisagreementCounter, consensus_masks, freeze_gates, gate_modules
 from .data import BatchLoader, DATASETS, ImageSet, dataset_info, load_dataset
 from .extraction import atomic_torch_save, extract_subnetwork, save_subnetwork
-from .flops import count_flops, count_params, predicted_flops
+from .flops import count_flops, count_params, predicted_flops, unit_flops
 from .models import ARCHS, ResNet, build_model
-from .objective import Objective
+from .objective import ALLOCATIONS, Objective
+from .settle import Settler, is_live
 
 SCHEDULES = ("cosine", "step", "onecycle")
 POLARIZER_CHOICES = ("bimodal", "zhuang")
-GATE_OPTIMIZERS = ("adam", "sgd")
 DATA_ENV = "CONSENSUS_TUTORIAL_DATA"
+SETTLE_CHOICES = ("freeze", "live")
+GATE_LR_SCALES = ("none", "cost")
+
+#: the gate parameters' own optimizer: name -> (param groups, config) -> optimizer.
+#: Adam moves every parameter by about its learning rate whatever its gradient; SGD (with
+#: the weights' momentum, a constant ``gate_lr``) moves it in proportion to its gradient,
+#: so that the FLOPs weights of the sparsity term act.
+GATE_OPTIMIZERS: dict[str, Callable[[list, Any], torch.optim.Optimizer]] = {
+    "adam": lambda groups, config: torch.optim.Adam(groups, lr=config.gate_lr),
+    "sgd": lambda groups, config: torch.optim.SGD(groups, lr=config.gate_lr, momentum=config.momentum),
+}
 
 
 @dataclass
@@ -58,6 +69,12 @@ class TrainConfig:
     target_rate: float = 0.5
     flops_aware: bool = True
     sparsity_on: str = "hard"
+    allocation: str = "global"
+    min_keep: float = 0.0
+    settle: str = "freeze"
+    settle_window: int = 20
+    settle_tolerance: float = 0.01
+    settle_deadline: float = 0.5
     polarizer: str = "bimodal"
     zhuang_t: float | None = None
     lambda_sp: float = 5.0
@@ -76,6 +93,8 @@ class TrainConfig:
     schedule: str = "onecycle"
     gate_optimizer: str = "adam"
     gate_lr: float = 1e-2
+    gate_lr_scale: str = "none"
+    gate_input_lr_scale: float = 1.0
     limit_train: int | None = None
     limit_test: int | None = None
     seed: int = 0
@@ -86,6 +105,7 @@ class TrainConfig:
     # used by some baselines (see consensus_tutorial.baselines)
     prune_at: float = 0.5
     bn_lambda: float = 1e-4
+    widths_from: str | None = None
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError, naming the allowed values, for any setting out of range."""
@@ -101,8 +121,12 @@ class TrainConfig:
         check_choice("sparsity_on", self.sparsity_on, ("hard", "soft"))
         check_choice("polarizer", self.polarizer, POLARIZER_CHOICES)
         check_choice("schedule", self.schedule, SCHEDULES)
-        check_choice("gate_optimizer", self.gate_optimizer, GATE_OPTIMIZERS)
+        check_choice("gate_optimizer", self.gate_optimizer, tuple(GATE_OPTIMIZERS))
+        check_choice("gate_lr_scale", self.gate_lr_scale, GATE_LR_SCALES)
+        check_choice("settle", self.settle, SETTLE_CHOICES)
+        check_choice("allocation", self.allocation, tuple(ALLOCATIONS))
         check_rate("target_rate", self.target_rate)
+        self._validate_settle()
         if self.polarizer == "zhuang" and self.zhuang_t is None:
             raise ValueError("polarizer='zhuang' needs zhuang_t (e.g. 0.0 keeps about half of the units).")
         if (self.arch == "resnet18") != (self.dataset == "tiny-imagenet"):
@@ -129,6 +153,26 @@ class TrainConfig:
         for key, value in method_model_settings(self.method).items():
             setattr(self, key, value)
         return self
+
+    def _validate_settle(self) -> None:
+        if not 0.0 <= self.min_keep < 1.0:
+            raise ValueError(f"min_keep (the per-layer floor) must lie in [0, 1); got {self.min_keep!r}.")
+        if self.allocation == "uniform" and self.gating == "layer":
+            raise ValueError("allocation='uniform' holds every layer's channels to one share: use it with "
+                             "gating='channel' (layer gating has one unit per block).")
+        if int(self.settle_window) < 1 or not 0.0 < self.settle_deadline <= 1.0:
+            raise ValueError("settle_window must be a positive number of steps and settle_deadline a share "
+                             f"of the steps in (0, 1]; got {self.settle_window!r}, {self.settle_deadline!r}.")
+        if not 0.0 <= self.settle_tolerance < 1.0:
+            raise ValueError(f"settle_tolerance must lie in [0, 1); got {self.settle_tolerance!r}.")
+        if self.gate_input_lr_scale < 0:
+            raise ValueError(f"gate_input_lr_scale must be >= 0; got {self.gate_input_lr_scale!r}.")
+        if self.widths_from is not None:
+            from .baselines import read_widths
+
+            if self.method != "random":
+                raise ValueError("widths_from (the kept widths of another run) is a setting of method='random'.")
+            read_widths(self.widths_from)  # fails now, not after the data are loaded
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -204,30 +248,39 @@ def build_for(config: TrainConfig) -> ResNet:
     )
 
 
-def _param_groups(model: nn.Module, config: TrainConfig) -> tuple[list, list]:
-    gate_ids = {id(p) for g in gate_modules(model).values() for p in g.parameters()}
-    weights = [p for p in model.parameters() if id(p) not in gate_ids]
-    gates = [p for p in model.parameters() if id(p) in gate_ids]
-    return weights, gates
+def _gate_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """One optimizer group per gate for its per-unit logits, and one for its input
+    weights (``gate_input_lr_scale`` times the rate). With ``gate_lr_scale="cost"`` each
+    gate's rate is ``gate_lr`` times its units' mean FLOPs over the mean of all gates."""
+    gates = gate_modules(model)
+    scale = {n: 1.0 for n in gates}
+    if gates and config.gate_lr_scale == "cost":
+        means = {n: float(c.mean()) for n, c in unit_flops(model).items()}
+        overall = sum(means.values()) / len(means)
+        scale = {n: means[n] / overall for n in gates}
+    groups = []
+    for name, gate in gates.items():
+        lr = config.gate_lr * scale[name]
+        inputs = {id(p) for p in gate.input_parameters()}
+        groups.append({"params": [p for p in gate.parameters() if id(p) not in inputs], "lr": lr})
+        if inputs:
+            groups.append({"params": gate.input_parameters(), "lr": lr * config.gate_input_lr_scale})
+    return groups
 
 
 def make_optimizers(model: nn.Module, config: TrainConfig, steps_per_epoch: int):
-    """SGD (nesterov momentum, weight decay) for the weights with the chosen schedule;
-    the gate parameters get no weight decay and, with ``gate_optimizer="adam"`` (the
-    default), their own Adam at ``gate_lr``: under the weights' SGD the sparsity term's
-    gradient is too small to move the gate scores within a short schedule (DESIGN.md
-    section 5; a 4-epoch ResNet-20 run on 5,000 CIFAR-10 images closed no gate with SGD
-    and reached the 50% FLOPs target in its first epoch with Adam).
+    """SGD (nesterov momentum, weight decay) for the weights with the chosen schedule, and
+    the gate parameters on their own optimizer (``GATE_OPTIMIZERS[gate_optimizer]``, no
+    weight decay, constant rate): under the weights' SGD the sparsity term's gradient is
+    too small to move the gate scores within a short schedule.
     Returns (optimizers, scheduler of the SGD optimizer)."""
-    weights, gates = _param_groups(model, config)
-    kind = config.gate_optimizer
-    groups = [{"params": weights, "weight_decay": config.weight_decay}]
-    if gates and kind == "sgd":
-        groups.append({"params": gates, "weight_decay": 0.0})
-    sgd = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    gate_ids = {id(p) for g in gate_modules(model).values() for p in g.parameters()}
+    weights = [p for p in model.parameters() if id(p) not in gate_ids]
+    sgd = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum, nesterov=True,
+                          weight_decay=config.weight_decay)
     optimizers = [sgd]
-    if gates and kind == "adam":
-        optimizers.append(torch.optim.Adam(gates, lr=config.gate_lr))
+    if gate_ids:
+        optimizers.append(GATE_OPTIMIZERS[config.gate_optimizer](_gate_groups(model, config), config))
     total = config.epochs * steps_per_epoch
     if config.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=total)
@@ -310,10 +363,12 @@ def fit(
     """Train ``model`` in one pass for ``config.epochs`` epochs; returns the history.
 
     Each history entry (one per epoch): epoch, lr, train_loss, ce, sparsity,
-    polarization, lambda_pol, top1_gated (test set, live gates), disagreement (live test
-    decisions vs the current consensus masks), mean_firing_rate {gate: mean r},
-    firing_rates {gate: [r_j]}, kept_units, flops_masked (the FLOPs the current masks
-    would give the extracted network), seconds.
+    polarization, lambda_pol, top1_gated (test set, gates as they are at the epoch's
+    end), disagreement (live test decisions vs the current consensus masks; 0 once the
+    gates are frozen), mean_firing_rate {gate: mean r}, firing_rates {gate: [r_j]},
+    kept_units, flops_masked (the FLOPs the current masks would give the extracted
+    network), seconds; and, in the epoch in which the gates froze (``settle="freeze"``),
+    ``settle``: {step, epoch, reason, removed, top1_live, top1_frozen, disagreement}.
 
     With ``checkpoint``, a checkpoint is written atomically after every epoch (before
     ``on_epoch_end`` is called); with ``resume`` and an existing checkpoint, training
@@ -321,7 +376,6 @@ def fit(
     """
     from .baselines import method_hooks as default_hooks
 
-    device = next(model.parameters()).device
     hooks = method_hooks or default_hooks(config)
     optimizers, scheduler = make_optimizers(model, config, len(train_loader))
     total_steps = config.epochs * len(train_loader)
@@ -329,79 +383,144 @@ def fit(
         target_rate=config.target_rate, lambda_sp=config.lambda_sp, lambda_pol=config.lambda_pol,
         polarizer=config.polarizer, zhuang_t=config.zhuang_t,
         pol_warmup_steps=int(config.pol_warmup * total_steps), flops_aware=config.flops_aware,
-        sparsity_on=config.sparsity_on,
+        sparsity_on=config.sparsity_on, allocation=config.allocation, min_keep=config.min_keep,
     )
-    state = FitState()
+    settler = make_settler(config, total_steps)
     ckpt_path = Path(checkpoint) if checkpoint else None
+    state = FitState()
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        saved = torch.load(ckpt_path, map_location=device, weights_only=True)
-        _check_same_config(saved["config"], config)
-        model.load_state_dict(saved["model"])
-        for opt, opt_state in zip(optimizers, saved["optimizers"]):
-            opt.load_state_dict(opt_state)
-        scheduler.load_state_dict(saved["scheduler"])
-        train_loader.load_state_dict(saved["train_loader"])
-        _set_rng_state(saved["rng"])
-        state = FitState(saved["epoch"], saved["step"], saved["history"], saved["elapsed"])
-        hooks.load_state_dict(saved.get("method", {}))
+        state = _load_checkpoint(ckpt_path, model, optimizers, scheduler, train_loader, config, hooks, settler)
     else:
         hooks.on_start(model)
     hooks.setup(model)
     if hooks.gated(model):
         objective.attach(model)
-
+    loop = _Loop(model, train_loader, test_loader, config, optimizers, scheduler, objective, hooks, settler)
     epochs = tqdm(range(state.epoch, config.epochs), desc="epochs", initial=state.epoch,
                   total=config.epochs, disable=not progress)
     for epoch in epochs:
-        started = time.perf_counter()
-        hooks.on_epoch_start(model, epoch)
-        model.train()
-        sums = {"loss": 0.0, "ce": 0.0, "sparsity": 0.0, "polarization": 0.0, "lambda_pol": 0.0}
-        batches = 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
-        for x, y in bar:
-            with _autocast(device, config.amp):
-                logits = model(x)
-            loss, terms = objective(model, logits, y, state.step)
-            loss = loss + hooks.extra_loss(model)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
-            scheduler.step()
-            hooks.after_step(model)
-            state.step += 1
-            batches += 1
-            sums["loss"] += loss.item()
-            for k, v in terms.items():
-                sums[k] += v
-            if batches % 10 == 0:
-                bar.set_postfix(loss=f"{sums['loss'] / batches:.3f}")
-        record = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0]}
-        record |= {("train_loss" if k == "loss" else k): v / max(batches, 1) for k, v in sums.items()}
-        record |= _gate_report(model, test_loader, config)
-        state.elapsed += time.perf_counter() - started
-        record["seconds"] = time.perf_counter() - started
-        state.history.append(record)
-        state.epoch = epoch + 1
+        record = loop.epoch(state, epoch, progress)
         epochs.set_postfix(top1=f"{record['top1_gated']:.2f}")
         if ckpt_path is not None:
-            atomic_torch_save(
-                {
-                    "config": config.to_dict(), "epoch": state.epoch, "step": state.step,
-                    "history": state.history, "elapsed": state.elapsed,
-                    "model": model.state_dict(),
-                    "optimizers": [opt.state_dict() for opt in optimizers],
-                    "scheduler": scheduler.state_dict(),
-                    "train_loader": train_loader.state_dict(), "rng": _rng_state(),
-                    "method": hooks.state_dict(),
-                },
-                ckpt_path,
-            )
+            _save_checkpoint(ckpt_path, state, model, optimizers, scheduler, train_loader, config, hooks, settler)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
     return state.history
+
+
+def make_settler(config: TrainConfig, total_steps: int) -> Settler | None:
+    """The :class:`~consensus_tutorial.settle.Settler` of ``config`` (None with ``settle="live"``)."""
+    if config.settle == "live":
+        return None
+    from .baselines import masks_for_flops
+
+    def fallback(model: ResNet) -> dict:
+        rates = {n: g.firing_rate.detach().float().cpu() for n, g in gate_modules(model).items()}
+        return masks_for_flops(model, rates, config.target_rate, uniform=config.allocation == "uniform",
+                               min_channels=max(1, config.min_channels))
+
+    return Settler(
+        masks_of=lambda model: _masks(model, config), fallback=fallback, target_rate=config.target_rate,
+        flops_aware=config.flops_aware, window=int(config.settle_window), tolerance=config.settle_tolerance,
+        deadline_step=max(1, round(config.settle_deadline * total_steps)),
+    )
+
+
+class _Loop:
+    """One training epoch and its evaluation, with what :func:`fit` set up."""
+
+    def __init__(self, model, train_loader, test_loader, config, optimizers, scheduler, objective, hooks,
+                 settler):
+        self.model, self.train_loader, self.test_loader, self.config = model, train_loader, test_loader, config
+        self.optimizers, self.scheduler, self.objective = optimizers, scheduler, objective
+        self.hooks, self.settler = hooks, settler
+        self.device = next(model.parameters()).device
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float]:
+        """One optimizer step; returns the loss terms as floats."""
+        with _autocast(self.device, self.config.amp):
+            logits = self.model(x)
+        loss, terms = self.objective(self.model, logits, y, step)
+        loss = loss + self.hooks.extra_loss(self.model)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in self.optimizers:
+            opt.step()
+        self.scheduler.step()
+        self.hooks.after_step(self.model)
+        return {"loss": loss.item(), **terms}
+
+    def epoch(self, state: FitState, epoch: int, progress: bool) -> dict:
+        """Train epoch ``epoch`` (0-based), evaluate, append the record to the history."""
+        started = time.perf_counter()
+        self.hooks.on_epoch_start(self.model, epoch)
+        self.model.train()
+        sums = {"loss": 0.0, "ce": 0.0, "sparsity": 0.0, "polarization": 0.0, "lambda_pol": 0.0}
+        batches, settled = 0, None
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+        for x, y in bar:
+            for k, v in self.step(x, y, state.step).items():
+                sums[k] += v
+            state.step += 1
+            batches += 1
+            if self.settler is not None and is_live(self.model):
+                masks = self.settler.check(self.model, state.step)
+                if masks is not None:
+                    settled = self._settle(masks, epoch)
+            if batches % 10 == 0:
+                bar.set_postfix(loss=f"{sums['loss'] / batches:.3f}")
+        record = {"epoch": epoch + 1, "lr": self.scheduler.get_last_lr()[0]}
+        record |= {("train_loss" if k == "loss" else k): v / max(batches, 1) for k, v in sums.items()}
+        record |= _gate_report(self.model, self.test_loader, self.config)
+        if settled is not None:
+            record["settle"] = settled
+        record["seconds"] = time.perf_counter() - started
+        state.elapsed += record["seconds"]
+        state.history.append(record)
+        state.epoch = epoch + 1
+        return record
+
+    def _settle(self, masks: dict, epoch: int) -> dict:
+        """Freeze the gates to ``masks``; measure the test set just before and after."""
+        live = evaluate(self.model, self.test_loader, masks, amp=self.config.amp)
+        self.settler.freeze(self.model, masks)
+        frozen = evaluate(self.model, self.test_loader, amp=self.config.amp)
+        self.model.train()
+        return self.settler.record | {
+            "epoch": epoch + 1, "removed": round(self.settler.record["removed"], 4),
+            "top1_live": live["top1"], "top1_frozen": frozen["top1"], "disagreement": live["disagreement"],
+        }
+
+
+def _save_checkpoint(path, state, model, optimizers, scheduler, train_loader, config, hooks, settler) -> None:
+    atomic_torch_save(
+        {
+            "config": config.to_dict(), "epoch": state.epoch, "step": state.step,
+            "history": state.history, "elapsed": state.elapsed,
+            "model": model.state_dict(),
+            "optimizers": [opt.state_dict() for opt in optimizers],
+            "scheduler": scheduler.state_dict(),
+            "train_loader": train_loader.state_dict(), "rng": _rng_state(),
+            "method": hooks.state_dict(), "settle": settler.state_dict() if settler else {},
+        },
+        path,
+    )
+
+
+def _load_checkpoint(path, model, optimizers, scheduler, train_loader, config, hooks, settler) -> FitState:
+    saved = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+    _check_same_config(saved["config"], config)
+    model.load_state_dict(saved["model"])
+    for opt, opt_state in zip(optimizers, saved["optimizers"]):
+        opt.load_state_dict(opt_state)
+    scheduler.load_state_dict(saved["scheduler"])
+    train_loader.load_state_dict(saved["train_loader"])
+    _set_rng_state(saved["rng"])
+    hooks.load_state_dict(saved.get("method", {}))
+    if settler is not None:
+        settler.load_state_dict(saved.get("settle", {}))
+    return FitState(saved["epoch"], saved["step"], saved["history"], saved["elapsed"])
 
 
 def _gate_report(model: ResNet, test_loader, config: TrainConfig) -> dict:
@@ -423,7 +542,8 @@ def _masks(model: ResNet, config: TrainConfig) -> dict:
     gates = gate_modules(model)
     if all(g.is_frozen for g in gates.values()):
         return {n: g.mask.bool().cpu() for n, g in gates.items()}
-    return consensus_masks(model, config.threshold, min_channels=config.min_channels, round_to=config.round_to)
+    return consensus_masks(model, config.threshold, min_channels=config.min_channels, round_to=config.round_to,
+                           min_share=config.min_keep)
 
 
 _RESUME_FREE = {"device", "threads", "data_root", "download"}
@@ -544,6 +664,7 @@ def finish(model: ResNet, test_loader, config: TrainConfig, history: list[dict])
         "params_dense": count_params(dense),
         "params_extracted": count_params(subnet),
         "kept_units": {n: int(m.sum()) for n, m in masks.items()} if masks else {},
+        "settle": next((h["settle"] for h in history if "settle" in h), None),
         "flops_unit": "multiply-accumulates of conv and linear layers per image (fvcore)",
         "config": config.to_dict(),
         "_subnet": subnet,

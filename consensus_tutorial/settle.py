@@ -1,0 +1,106 @@
+"""Settle, then train: freeze the gates once their consensus mask has stopped changing.
+
+One-pass training has two phases in one run with one learning-rate schedule:
+
+1. **search**: live gates, the STE and both regularizers choose the sub-network. The
+   consensus mask ``m_j = 1[r_j >= threshold]`` is read from the running firing rates
+   every few steps.
+2. **train**: once the mask removes the target share of FLOPs (within ``tolerance``) and
+   has not changed for ``window`` steps, the gates are frozen to it, and the rest of
+   the run trains the fixed sub-network on cross-entropy alone.
+
+If the mask has not settled by the ``deadline`` share of the steps, the gates are frozen
+anyway, to the units with the highest firing rates that fit the budget.
+
+Why: the mask of a short run settles within tens of steps, and training the remaining
+epochs with live gates, the STE and the penalties costs accuracy that the fixed network
+does not lose (the book's results chapter measures both). ``settle="live"`` keeps the
+gates live to the end, the package's earlier behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .consensus import freeze_gates, gate_modules
+from .flops import predicted_flops
+
+Masks = dict[str, torch.Tensor]
+
+
+@dataclass
+class Settler:
+    """Watches the consensus mask during training and freezes the gates once it settles.
+
+    Args:
+        masks_of: model -> the current consensus masks (the trainer's threshold and guards).
+        fallback: model -> masks that meet the budget, used at the deadline.
+        target_rate: the share of FLOPs (or units, when ``flops_aware`` is False) to remove.
+        flops_aware: measure the removed share in FLOPs (True) or in gated units.
+        window: steps the mask must stay unchanged.
+        tolerance: allowed ``|removed share - target_rate|``.
+        deadline_step: the step at which the gates are frozen whatever the mask does.
+    """
+
+    masks_of: Callable[[torch.nn.Module], Masks]
+    fallback: Callable[[torch.nn.Module], Masks]
+    target_rate: float
+    flops_aware: bool
+    window: int
+    tolerance: float
+    deadline_step: int
+    last: Masks | None = None
+    stable_since: int = 0
+    record: dict = field(default_factory=dict)
+
+    @property
+    def every(self) -> int:
+        """How often (in steps) the mask is read: a quarter of the window."""
+        return max(1, self.window // 4)
+
+    def removed_share(self, model: torch.nn.Module, masks: Masks) -> float:
+        """The share of FLOPs (or of gated units) that ``masks`` remove."""
+        if self.flops_aware:
+            full = {n: torch.ones_like(m) for n, m in masks.items()}
+            return 1.0 - predicted_flops(model, masks) / predicted_flops(model, full)
+        kept = sum(int(m.sum()) for m in masks.values())
+        return 1.0 - kept / sum(m.numel() for m in masks.values())
+
+    def check(self, model: torch.nn.Module, step: int) -> Masks | None:
+        """After optimizer step ``step`` (1-based): the masks to freeze to, or None to go on."""
+        if step >= self.deadline_step:
+            masks = self.fallback(model)
+            self.record = {"step": step, "reason": "deadline", "removed": self.removed_share(model, masks)}
+            return masks
+        if step % self.every:
+            return None
+        masks = self.masks_of(model)
+        if self.last is None or any(not torch.equal(masks[n], self.last[n]) for n in masks):
+            self.last, self.stable_since = masks, step
+            return None
+        removed = self.removed_share(model, masks)
+        if step - self.stable_since >= self.window and abs(removed - self.target_rate) <= self.tolerance:
+            self.record = {"step": step, "reason": "settled", "removed": removed}
+            return masks
+        return None
+
+    def freeze(self, model: torch.nn.Module, masks: Masks) -> None:
+        """Freeze every gate of ``model`` to ``masks``."""
+        freeze_gates(model, masks)
+
+    def state_dict(self) -> dict:
+        return {"last": self.last, "stable_since": self.stable_since, "record": self.record}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last = state.get("last")
+        self.stable_since = state.get("stable_since", 0)
+        self.record = state.get("record", {})
+
+
+def is_live(model: torch.nn.Module) -> bool:
+    """True when the model has gates and at least one of them is not frozen."""
+    gates = gate_modules(model)
+    return bool(gates) and not all(g.is_frozen for g in gates.values())

@@ -1,0 +1,91 @@
+"""The method screen: which way of sharing the FLOPs budget, and whether to settle then
+train, gives the best consensus sub-network on a small CIFAR-10 subset.
+
+Setting (one for every run): ResNet-20, 5,000 class-balanced training and 2,000 test
+images of CIFAR-10, 6 epochs, batch 128, the package's one-cycle SGD at 0.1, target rate
+0.5 (share of FLOPs removed), one torch thread, seeds 0, 1 and 2. The variants differ
+only in the flags of ``VARIANTS``; each run writes ``results/screening/<variant>-seed<k>/``.
+``random-widths`` is a control: random channels at the widths that the ``freeze`` run of
+the same seed kept. ``python scripts/screen_report.py`` turns the runs into the table of
+the results chapter::
+
+    python scripts/run_screen.py --data-root ../shared/data/cifar10        # all (about 40 min, 2 cores)
+    python scripts/run_screen.py --list                                     # the commands
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from jobs import run_all
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = Path("results") / "screening"
+SEEDS = (0, 1, 2)
+COMMON = ["--dataset", "cifar10", "--arch", "resnet20", "--epochs", "6", "--batch-size", "128",
+          "--limit-train", "5000", "--limit-test", "2000", "--target-rate", "0.5"]
+
+#: variant -> the flags that make it (everything else is the package default)
+VARIANTS: dict[str, list[str]] = {
+    "dense": ["--method", "dense"],
+    "random": ["--method", "random"],
+    "live": ["--settle", "live"],
+    "freeze": [],
+    "freeze-uniform": ["--allocation", "uniform"],
+    "freeze-floor25": ["--min-keep", "0.25"],
+    "freeze-costlr": ["--gate-lr-scale", "cost"],
+    "sgd-floor25": ["--gate-optimizer", "sgd", "--gate-lr", "1.0", "--gate-input-lr-scale", "0.1",
+                    "--min-keep", "0.25"],
+    "random-widths": ["--method", "random", "--widths-from", str(OUT / "freeze-seed{seed}")],
+}
+#: variant -> the variant whose run of the same seed it reads
+NEEDS = {"random-widths": "freeze"}
+
+
+def run_name(variant: str, seed: int) -> str:
+    return f"{variant}-seed{seed}"
+
+
+def parse(name: str) -> tuple[str, int]:
+    variant, seed = name.rsplit("-seed", 1)
+    return variant, int(seed)
+
+
+def command(name: str, data_root: str) -> list[str]:
+    variant, seed = parse(name)
+    flags = [f.format(seed=seed) for f in VARIANTS[variant]]
+    return [sys.executable, "-m", "consensus_tutorial", "train", *COMMON, "--seed", str(seed), *flags,
+            "--data-root", data_root, "--threads", "1", "--quiet", "--out", str(OUT / name), "--resume"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="*", help=f"default: all of {', '.join(VARIANTS)}")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--data-root", default="../shared/data/cifar10", help="relative to the repository root")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--list", action="store_true", help="print the commands and stop")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    names = [run_name(v, s) for s in args.seeds for v in (args.variants or VARIANTS)]
+    if args.list:
+        for name in names:
+            print(shlex.join(["python", *command(name, args.data_root)[1:]]))
+        return 0
+
+    def ready(name: str) -> bool:
+        variant, seed = parse(name)
+        return variant not in NEEDS or (OUT / run_name(NEEDS[variant], seed) / "metrics.json").is_file()
+
+    return run_all(names, lambda n: OUT / n, lambda n: command(n, args.data_root), args.jobs, ready)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
