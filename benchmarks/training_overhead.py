@@ -101,7 +101,7 @@ class Runner:
         self.epoch_s: list[float] = []
 
     def epoch(self, record: bool = True) -> None:
-        history = fit(self.model, self.train, self.test, self.config, progress=False)
+        history = fit(self.model, self.train, self.test, self.config, progress=False).history
         if record:
             wall, cpu = self.train.passes[-1]
             self.train_s.append(wall)

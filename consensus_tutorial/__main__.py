@@ -23,12 +23,14 @@ import yaml
 from .baselines import METHODS
 from .data import DATASETS
 from .models import ARCHS
-from .training import SCHEDULES, TrainConfig
+from .objective import ALLOCATIONS
+from .training import GATE_LR_SCALES, GATE_OPTIMIZERS, SCHEDULES_BY_NAME, SETTLE_CHOICES, TrainConfig
 
 FLAG_CHOICES = {
     "dataset": DATASETS, "arch": ARCHS, "method": METHODS, "gating": ("none", "layer", "channel"),
     "position": ("a", "b", "c"), "gate": ("dynamic", "static"), "polarizer": ("bimodal", "zhuang"),
-    "schedule": SCHEDULES, "sparsity_on": ("hard", "soft"), "gate_optimizer": ("adam", "sgd"),
+    "schedule": tuple(SCHEDULES_BY_NAME), "sparsity_on": ("hard", "soft"), "gate_optimizer": tuple(GATE_OPTIMIZERS),
+    "allocation": tuple(ALLOCATIONS), "settle": SETTLE_CHOICES, "gate_lr_scale": GATE_LR_SCALES,
 }
 HELP = {
     "dataset": "data set", "data_root": "folder with the data (official layout or JPEG packs); "
@@ -39,6 +41,16 @@ HELP = {
     "target_rate": "pruning rate in [0, 1): share of FLOPs (or units) to remove",
     "epochs": "training epochs", "batch_size": "batch size", "limit_train": "use a class-balanced subset of N train images",
     "limit_test": "use a class-balanced subset of N test images", "seed": "random seed", "device": "auto, cpu, cuda, mps",
+    "allocation": "how the budget is shared by the gated layers: one global budget, or the same share per layer",
+    "min_keep": "per-layer floor: every gated layer keeps at least this share of its units",
+    "settle": "freeze the gates once the mask meets the target and stops changing (freeze), or keep them live",
+    "settle_window": "steps the consensus mask must stay unchanged before the gates freeze",
+    "settle_tolerance": "allowed |FLOPs share removed - target rate| for the gates to freeze",
+    "settle_deadline": "share of the steps after which the gates freeze anyway (mask cut to the budget)",
+    "gate_lr_scale": "scale each gate's learning rate by its units' FLOPs (cost) or not (none)",
+    "gate_input_lr_scale": "learning-rate factor of a dynamic gate's input weights (the bias keeps gate_lr)",
+    "widths_from": "method random: keep as many channels per layer as the run in this folder kept",
+    "train_extracted": "once every gate is frozen, train the physically extracted (smaller) network",
 }
 
 

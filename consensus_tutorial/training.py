@@ -29,15 +29,14 @@ from tqdm.auto import tqdm
 
 from ._version import __version__
 from ._checks import check_choice, check_rate
-from .consensus import DisagreementCounter, consensus_masks, freeze_gates, gate_modules
+from .consensus import DisagreementCounter, consensus_masks, freeze_gates, frozen_masks, gate_modules
 from .data import BatchLoader, DATASETS, ImageSet, dataset_info, load_dataset
-from .extraction import atomic_torch_save, extract_subnetwork, save_subnetwork
+from .extraction import PrunedResNet, atomic_torch_save, extract_subnetwork, save_subnetwork
 from .flops import count_flops, count_params, predicted_flops, unit_flops
 from .models import ARCHS, ResNet, build_model
 from .objective import ALLOCATIONS, Objective
 from .settle import Settler, is_live
 
-SCHEDULES = ("cosine", "step", "onecycle")
 POLARIZER_CHOICES = ("bimodal", "zhuang")
 DATA_ENV = "CONSENSUS_TUTORIAL_DATA"
 SETTLE_CHOICES = ("freeze", "live")
@@ -75,6 +74,7 @@ class TrainConfig:
     settle_window: int = 20
     settle_tolerance: float = 0.01
     settle_deadline: float = 0.5
+    train_extracted: bool = True
     polarizer: str = "bimodal"
     zhuang_t: float | None = None
     lambda_sp: float = 5.0
@@ -120,7 +120,7 @@ class TrainConfig:
         check_choice("gate_depth", self.gate_depth, (1, 2))
         check_choice("sparsity_on", self.sparsity_on, ("hard", "soft"))
         check_choice("polarizer", self.polarizer, POLARIZER_CHOICES)
-        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("schedule", self.schedule, tuple(SCHEDULES_BY_NAME))
         check_choice("gate_optimizer", self.gate_optimizer, tuple(GATE_OPTIMIZERS))
         check_choice("gate_lr_scale", self.gate_lr_scale, GATE_LR_SCALES)
         check_choice("settle", self.settle, SETTLE_CHOICES)
@@ -268,26 +268,36 @@ def _gate_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     return groups
 
 
+#: the weights' learning-rate schedule: name -> (optimizer, total steps) -> scheduler
+SCHEDULES_BY_NAME: dict[str, Callable[[torch.optim.Optimizer, int, Any], Any]] = {
+    "cosine": lambda opt, total, config: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total),
+    "step": lambda opt, total, config: torch.optim.lr_scheduler.MultiStepLR(
+        opt, [int(total * 0.5), int(total * 0.75)], 0.1),
+    "onecycle": lambda opt, total, config: torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=total),
+}
+
+
+def make_weight_optimizer(params: list, config: TrainConfig, total_steps: int):
+    """SGD (nesterov momentum, weight decay) over ``params`` and its schedule over
+    ``total_steps``; returns (optimizer, scheduler)."""
+    sgd = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
+                          weight_decay=config.weight_decay)
+    return sgd, SCHEDULES_BY_NAME[config.schedule](sgd, total_steps, config)
+
+
 def make_optimizers(model: nn.Module, config: TrainConfig, steps_per_epoch: int):
-    """SGD (nesterov momentum, weight decay) for the weights with the chosen schedule, and
-    the gate parameters on their own optimizer (``GATE_OPTIMIZERS[gate_optimizer]``, no
-    weight decay, constant rate): under the weights' SGD the sparsity term's gradient is
-    too small to move the gate scores within a short schedule.
+    """The weights' SGD with its schedule (:func:`make_weight_optimizer`), and the gate
+    parameters on their own optimizer (``GATE_OPTIMIZERS[gate_optimizer]``, no weight
+    decay, constant rate): under the weights' SGD the sparsity term's gradient is too
+    small to move the gate scores within a short schedule.
     Returns (optimizers, scheduler of the SGD optimizer)."""
     gate_ids = {id(p) for g in gate_modules(model).values() for p in g.parameters()}
     weights = [p for p in model.parameters() if id(p) not in gate_ids]
-    sgd = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum, nesterov=True,
-                          weight_decay=config.weight_decay)
+    sgd, scheduler = make_weight_optimizer(weights, config, config.epochs * steps_per_epoch)
     optimizers = [sgd]
     if gate_ids:
         optimizers.append(GATE_OPTIMIZERS[config.gate_optimizer](_gate_groups(model, config), config))
-    total = config.epochs * steps_per_epoch
-    if config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=total)
-    elif config.schedule == "step":
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(sgd, [int(total * 0.5), int(total * 0.75)], 0.1)
-    else:
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(sgd, max_lr=config.lr, total_steps=total)
     return optimizers, scheduler
 
 
@@ -348,6 +358,26 @@ class FitState:
     elapsed: float = 0.0
 
 
+@dataclass
+class Trainee:
+    """The network being trained and its optimizers: the gated model, or, after a hand-over
+    (``train_extracted``), its extracted network with the weights' SGD alone."""
+
+    net: nn.Module
+    optimizers: list
+    scheduler: Any
+    handed_over: bool = False
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the per-epoch ``history`` and the trained ``network``
+    (the gated model itself, or the extracted network it handed over to)."""
+
+    history: list[dict]
+    network: nn.Module
+
+
 def fit(
     model: ResNet,
     train_loader: BatchLoader,
@@ -359,16 +389,17 @@ def fit(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     method_hooks: Any = None,
     progress: bool = True,
-) -> list[dict]:
-    """Train ``model`` in one pass for ``config.epochs`` epochs; returns the history.
+) -> FitResult:
+    """Train ``model`` in one pass for ``config.epochs`` epochs.
 
     Each history entry (one per epoch): epoch, lr, train_loss, ce, sparsity,
-    polarization, lambda_pol, top1_gated (test set, gates as they are at the epoch's
+    polarization, lambda_pol, top1_gated (test set, the network as it is at the epoch's
     end), disagreement (live test decisions vs the current consensus masks; 0 once the
     gates are frozen), mean_firing_rate {gate: mean r}, firing_rates {gate: [r_j]},
     kept_units, flops_masked (the FLOPs the current masks would give the extracted
-    network), seconds; and, in the epoch in which the gates froze (``settle="freeze"``),
-    ``settle``: {step, epoch, reason, removed, top1_live, top1_frozen, disagreement}.
+    network), seconds; in the epoch in which the gates froze (``settle="freeze"``),
+    ``settle``: {step, epoch, reason, removed, top1_live, top1_frozen, disagreement}; in
+    the epoch of the hand-over to the extracted network, ``handover_step``.
 
     With ``checkpoint``, a checkpoint is written atomically after every epoch (before
     ``on_epoch_end`` is called); with ``resume`` and an existing checkpoint, training
@@ -378,6 +409,7 @@ def fit(
 
     hooks = method_hooks or default_hooks(config)
     optimizers, scheduler = make_optimizers(model, config, len(train_loader))
+    trainee = Trainee(model, optimizers, scheduler)
     total_steps = config.epochs * len(train_loader)
     objective = Objective(
         target_rate=config.target_rate, lambda_sp=config.lambda_sp, lambda_pol=config.lambda_pol,
@@ -389,23 +421,23 @@ def fit(
     ckpt_path = Path(checkpoint) if checkpoint else None
     state = FitState()
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = _load_checkpoint(ckpt_path, model, optimizers, scheduler, train_loader, config, hooks, settler)
+        state = _load_checkpoint(ckpt_path, model, trainee, train_loader, config, hooks, settler)
     else:
         hooks.on_start(model)
     hooks.setup(model)
     if hooks.gated(model):
         objective.attach(model)
-    loop = _Loop(model, train_loader, test_loader, config, optimizers, scheduler, objective, hooks, settler)
+    loop = _Loop(model, trainee, train_loader, test_loader, config, objective, hooks, settler)
     epochs = tqdm(range(state.epoch, config.epochs), desc="epochs", initial=state.epoch,
                   total=config.epochs, disable=not progress)
     for epoch in epochs:
         record = loop.epoch(state, epoch, progress)
         epochs.set_postfix(top1=f"{record['top1_gated']:.2f}")
         if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, state, model, optimizers, scheduler, train_loader, config, hooks, settler)
+            _save_checkpoint(ckpt_path, state, model, trainee, train_loader, config, hooks, settler)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
-    return state.history
+    return FitResult(state.history, trainee.net)
 
 
 def make_settler(config: TrainConfig, total_steps: int) -> Settler | None:
@@ -426,36 +458,61 @@ def make_settler(config: TrainConfig, total_steps: int) -> Settler | None:
     )
 
 
+def _hand_over(model: ResNet, trainee: Trainee, config: TrainConfig, total_steps: int) -> None:
+    """Switch ``trainee`` to the extracted network of ``model`` (gates all frozen)."""
+    from .handover import hand_over
+
+    net, sgd, scheduler = hand_over(
+        model, frozen_masks(model), trainee.optimizers[0], trainee.scheduler,
+        lambda params: make_weight_optimizer(params, config, total_steps))
+    if next(model.parameters()).is_contiguous(memory_format=torch.channels_last):
+        net = net.to(memory_format=torch.channels_last)
+    trainee.net, trainee.optimizers, trainee.scheduler, trainee.handed_over = net, [sgd], scheduler, True
+
+
 class _Loop:
     """One training epoch and its evaluation, with what :func:`fit` set up."""
 
-    def __init__(self, model, train_loader, test_loader, config, optimizers, scheduler, objective, hooks,
-                 settler):
-        self.model, self.train_loader, self.test_loader, self.config = model, train_loader, test_loader, config
-        self.optimizers, self.scheduler, self.objective = optimizers, scheduler, objective
-        self.hooks, self.settler = hooks, settler
+    def __init__(self, model, trainee, train_loader, test_loader, config, objective, hooks, settler):
+        self.model, self.trainee, self.config = model, trainee, config
+        self.train_loader, self.test_loader = train_loader, test_loader
+        self.objective, self.hooks, self.settler = objective, hooks, settler
         self.device = next(model.parameters()).device
+        self.total_steps = config.epochs * len(train_loader)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float]:
         """One optimizer step; returns the loss terms as floats."""
+        net, optimizers = self.trainee.net, self.trainee.optimizers
         with _autocast(self.device, self.config.amp):
-            logits = self.model(x)
-        loss, terms = self.objective(self.model, logits, y, step)
+            logits = net(x)
+        loss, terms = self.objective(net, logits, y, step)
         loss = loss + self.hooks.extra_loss(self.model)
-        for opt in self.optimizers:
+        for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
-        for opt in self.optimizers:
+        for opt in optimizers:
             opt.step()
-        self.scheduler.step()
+        self.trainee.scheduler.step()
         self.hooks.after_step(self.model)
         return {"loss": loss.item(), **terms}
+
+    def _maybe_hand_over(self, step: int) -> int | None:
+        """Hand over to the extracted network once the gates are frozen to a mask that
+        closes something (an all-open freeze, as the L1 baseline's dense phase, waits)."""
+        if not self.config.train_extracted or self.trainee.handed_over:
+            return None
+        masks = frozen_masks(self.model)
+        if masks is None or all(bool(m.all()) for m in masks.values()):
+            return None
+        _hand_over(self.model, self.trainee, self.config, self.total_steps)
+        return step
 
     def epoch(self, state: FitState, epoch: int, progress: bool) -> dict:
         """Train epoch ``epoch`` (0-based), evaluate, append the record to the history."""
         started = time.perf_counter()
         self.hooks.on_epoch_start(self.model, epoch)
-        self.model.train()
+        handover = self._maybe_hand_over(state.step)
+        self.trainee.net.train()
         sums = {"loss": 0.0, "ce": 0.0, "sparsity": 0.0, "polarization": 0.0, "lambda_pol": 0.0}
         batches, settled = 0, None
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
@@ -468,13 +525,16 @@ class _Loop:
                 masks = self.settler.check(self.model, state.step)
                 if masks is not None:
                     settled = self._settle(masks, epoch)
+                    handover = self._maybe_hand_over(state.step)
             if batches % 10 == 0:
                 bar.set_postfix(loss=f"{sums['loss'] / batches:.3f}")
-        record = {"epoch": epoch + 1, "lr": self.scheduler.get_last_lr()[0]}
+        record = {"epoch": epoch + 1, "lr": self.trainee.scheduler.get_last_lr()[0]}
         record |= {("train_loss" if k == "loss" else k): v / max(batches, 1) for k, v in sums.items()}
-        record |= _gate_report(self.model, self.test_loader, self.config)
+        record |= _gate_report(self.model, self.trainee.net, self.test_loader, self.config)
         if settled is not None:
             record["settle"] = settled
+        if handover is not None:
+            record["handover_step"] = handover
         record["seconds"] = time.perf_counter() - started
         state.elapsed += record["seconds"]
         state.history.append(record)
@@ -493,28 +553,34 @@ class _Loop:
         }
 
 
-def _save_checkpoint(path, state, model, optimizers, scheduler, train_loader, config, hooks, settler) -> None:
-    atomic_torch_save(
-        {
-            "config": config.to_dict(), "epoch": state.epoch, "step": state.step,
-            "history": state.history, "elapsed": state.elapsed,
-            "model": model.state_dict(),
-            "optimizers": [opt.state_dict() for opt in optimizers],
-            "scheduler": scheduler.state_dict(),
-            "train_loader": train_loader.state_dict(), "rng": _rng_state(),
-            "method": hooks.state_dict(), "settle": settler.state_dict() if settler else {},
-        },
-        path,
-    )
+def _save_checkpoint(path, state, model, trainee, train_loader, config, hooks, settler) -> None:
+    payload = {
+        "config": config.to_dict(), "epoch": state.epoch, "step": state.step,
+        "history": state.history, "elapsed": state.elapsed,
+        "model": model.state_dict(),
+        "optimizers": [opt.state_dict() for opt in trainee.optimizers],
+        "scheduler": trainee.scheduler.state_dict(),
+        "train_loader": train_loader.state_dict(), "rng": _rng_state(),
+        "method": hooks.state_dict(), "settle": settler.state_dict() if settler else {},
+    }
+    if trainee.handed_over:
+        payload["extracted"] = {"spec": trainee.net.spec, "state": trainee.net.state_dict()}
+    atomic_torch_save(payload, path)
 
 
-def _load_checkpoint(path, model, optimizers, scheduler, train_loader, config, hooks, settler) -> FitState:
-    saved = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
+def _load_checkpoint(path, model, trainee, train_loader, config, hooks, settler) -> FitState:
+    device = next(model.parameters()).device
+    saved = torch.load(path, map_location=device, weights_only=True)
     _check_same_config(saved["config"], config)
     model.load_state_dict(saved["model"])
-    for opt, opt_state in zip(optimizers, saved["optimizers"]):
+    if "extracted" in saved:
+        net = PrunedResNet(saved["extracted"]["spec"]).to(device)
+        net.load_state_dict(saved["extracted"]["state"])
+        sgd, scheduler = make_weight_optimizer(list(net.parameters()), config, config.epochs * len(train_loader))
+        trainee.net, trainee.optimizers, trainee.scheduler, trainee.handed_over = net.train(), [sgd], scheduler, True
+    for opt, opt_state in zip(trainee.optimizers, saved["optimizers"]):
         opt.load_state_dict(opt_state)
-    scheduler.load_state_dict(saved["scheduler"])
+    trainee.scheduler.load_state_dict(saved["scheduler"])
     train_loader.load_state_dict(saved["train_loader"])
     _set_rng_state(saved["rng"])
     hooks.load_state_dict(saved.get("method", {}))
@@ -523,11 +589,13 @@ def _load_checkpoint(path, model, optimizers, scheduler, train_loader, config, h
     return FitState(saved["epoch"], saved["step"], saved["history"], saved["elapsed"])
 
 
-def _gate_report(model: ResNet, test_loader, config: TrainConfig) -> dict:
+def _gate_report(model: ResNet, net: nn.Module, test_loader, config: TrainConfig) -> dict:
+    """Test top-1 of ``net`` (the gated model, or the network it handed over to) and the
+    gate statistics of ``model``."""
     gates = gate_modules(model)
-    live = gates and not all(g.is_frozen for g in gates.values())
+    live = is_live(model)
     masks = _masks(model, config) if gates else None
-    result = evaluate(model, test_loader, masks if live else None, amp=config.amp)
+    result = evaluate(net, test_loader, masks if live else None, amp=config.amp)
     report = {"top1_gated": result["top1"]}
     if gates:
         report["disagreement"] = result.get("disagreement", 0.0)
@@ -619,16 +687,17 @@ def run(
     out_dir = Path(out) if out else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-    history = fit(model, train_loader, test_loader, config,
-                  checkpoint=out_dir / "checkpoint.pt" if out_dir else None, resume=resume,
-                  on_epoch_end=on_epoch_end, progress=progress)
-    metrics = finish(model, test_loader, config, history)
+    fitted = fit(model, train_loader, test_loader, config,
+                 checkpoint=out_dir / "checkpoint.pt" if out_dir else None, resume=resume,
+                 on_epoch_end=on_epoch_end, progress=progress)
+    metrics, subnet = finish(model, fitted, test_loader, config)
+    history = fitted.history
     metrics["wall_time_s"] = round(time.perf_counter() - started, 1)
     metrics["train_time_s"] = round(sum(h["seconds"] for h in history), 1)
     metrics["command"] = command or " ".join(sys.argv)
     metrics["device"] = str(device)
     result = RunResult(metrics)
-    result.history, result.model, result.subnetwork = history, model, result.pop("_subnet")
+    result.history, result.model, result.subnetwork = history, model, subnet
     if out_dir:
         save_subnetwork(result.subnetwork, out_dir / "subnetwork.pt")
         _write_json(out_dir / "history.json", history)
@@ -636,17 +705,20 @@ def run(
     return result
 
 
-def finish(model: ResNet, test_loader, config: TrainConfig, history: list[dict]) -> dict[str, Any]:
-    """Consensus masks, freezing, extraction and the final numbers of a trained model.
+def finish(model: ResNet, fitted: FitResult, test_loader, config: TrainConfig) -> tuple[dict[str, Any], nn.Module]:
+    """Consensus masks, freezing, extraction and the final numbers of a trained model;
+    returns (metrics, extracted network).
 
     The gated model's top-1 and disagreement are those of the last epoch's evaluation
-    (``history[-1]``): the model has not changed since, so they are not measured twice."""
+    (``history[-1]``): the model has not changed since, so they are not measured twice.
+    When training handed over to the extracted network, that network is the result."""
+    history = fitted.history
     gates = gate_modules(model)
     masks = _masks(model, config) if gates else None
     final = history[-1]
     if gates:
         freeze_gates(model, masks)
-    subnet = extract_subnetwork(model, masks)
+    subnet = fitted.network.eval() if isinstance(fitted.network, PrunedResNet) else extract_subnetwork(model, masks)
     extracted = evaluate(subnet, test_loader, amp=config.amp)
     dense = build_model(config.arch, model.num_classes)
     input_size = (1, *model.input_shape)
@@ -667,8 +739,7 @@ def finish(model: ResNet, test_loader, config: TrainConfig, history: list[dict])
         "settle": next((h["settle"] for h in history if "settle" in h), None),
         "flops_unit": "multiply-accumulates of conv and linear layers per image (fvcore)",
         "config": config.to_dict(),
-        "_subnet": subnet,
-    }
+    }, subnet
 
 
 def _write_json(path: Path, data: Any) -> None:

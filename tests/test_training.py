@@ -76,6 +76,7 @@ def test_killed_run_resumes_to_the_same_result(cifar_root, tmp_path):
     resumed = run(config, tmp_path / "b", resume=True, progress=False)
     h_a = json.loads((tmp_path / "a" / "history.json").read_text())
     h_b = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert "handover_step" in h_a[0]  # the killed run's checkpoint holds the extracted network
     assert _strip_times(h_a) == _strip_times(h_b)
     for key in ("top1_gated", "top1_extracted", "flops_extracted", "params_extracted"):
         assert unbroken[key] == resumed[key], key
