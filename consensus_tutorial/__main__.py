@@ -46,6 +46,8 @@ HELP = {
     "settle": "freeze the gates once the mask meets the target and stops changing (freeze), or keep them live",
     "settle_window": "steps the consensus mask must stay unchanged before the gates freeze",
     "settle_tolerance": "allowed |FLOPs share removed - target rate| for the gates to freeze",
+    "settle_flips": "largest share of units the mask may change between two readings and still count as settled",
+    "sparsity_start": "share of the steps before the sparsity target starts to act",
     "settle_deadline": "share of the steps after which the gates freeze anyway (mask cut to the budget)",
     "gate_lr_scale": "scale each gate's learning rate by its units' FLOPs (cost) or not (none)",
     "gate_input_lr_scale": "learning-rate factor of a dynamic gate's input weights (the bias keeps gate_lr)",

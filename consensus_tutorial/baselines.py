@@ -49,7 +49,7 @@ def masks_for_flops(
     target_rate: float,
     *,
     uniform: bool = True,
-    min_channels: int = 1,
+    min_channels: int | Mapping[str, int] = 1,
 ) -> dict[str, torch.Tensor]:
     """Masks that keep the highest-scoring units and remove about ``target_rate`` of the
     whole network's FLOPs (the largest kept set whose FLOPs stay within the budget).
@@ -58,22 +58,24 @@ def masks_for_flops(
         scores: {gate name: (C,) scores}; a higher score is kept first.
         uniform: keep the same share of units in every gate (True), or rank all units
             network-wide (False).
+        min_channels: fewest units a gate keeps (one number, or one per gate name).
     """
     gates = gate_modules(model)
+    floor = min_channels if isinstance(min_channels, Mapping) else {n: min_channels for n in gates}
     dense = predicted_flops(model, {n: torch.ones(g.units, dtype=torch.bool) for n, g in gates.items()})
     budget = (1.0 - target_rate) * dense
     order = {n: torch.argsort(scores[n].float().cpu(), descending=True, stable=True) for n in gates}
 
     def keep_counts(level: float) -> dict[str, int]:
         if uniform:
-            return {n: max(min_channels, round(level * g.units)) for n, g in gates.items()}
+            return {n: max(floor[n], round(level * g.units)) for n, g in gates.items()}
         # network-wide ranking by position, so that tied scores cannot all pass one cut
         flat = torch.cat([scores[n].float().cpu() for n in gates])
         k = max(1, round(level * flat.numel()))
         top = torch.zeros(flat.numel(), dtype=torch.bool)
         top[torch.argsort(flat, descending=True, stable=True)[:k]] = True
         per_gate = torch.split(top, [gates[n].units for n in gates])
-        return {n: max(min_channels, int(t.sum())) for n, t in zip(gates, per_gate)}
+        return {n: max(floor[n], int(t.sum())) for n, t in zip(gates, per_gate)}
 
     def masks_at(level: float) -> dict[str, torch.Tensor]:
         masks = {}

@@ -9,7 +9,9 @@
   pulled to the target (the soft ``pbar`` can sit on target while the mask misses it);
   with FLOPs weights the target is a share of the whole network's FLOPs;
 * ``lambda_pol(step)`` rises linearly from 0 over the first ``pol_warmup`` share of the
-  steps, so gates explore before they polarize.
+  steps, so gates explore before they polarize; ``lambda_sp`` is 0 for the first
+  ``sparsity_start_steps`` steps (0 by default), so the weights can learn before the
+  gates are asked to close.
 
 How the budget is shared between the gated layers is the *allocation* (``ALLOCATIONS``).
 With ``q_l`` the (FLOPs-weighted) keep ratio of the units of gate ``l`` and ``L`` gates:
@@ -113,6 +115,7 @@ class Objective:
     sparsity_on: str = "hard"
     allocation: str = "global"
     min_keep: float = 0.0
+    sparsity_start_steps: int = 0
 
     def __post_init__(self) -> None:
         check_choice("sparsity_on", self.sparsity_on, ("hard", "soft"))
@@ -151,7 +154,8 @@ class Objective:
             r_sp = r_sp + floor_penalty(keeps, weights, self.min_keep)
         r_pol = polarization(pbar, self.polarizer, self.zhuang_t if self.polarizer == "zhuang" else None)
         lam_pol = self.lambda_pol_at(step)
-        loss = ce + self.lambda_sp * r_sp + lam_pol * r_pol
+        lam_sp = self.lambda_sp if step >= self.sparsity_start_steps else 0.0
+        loss = ce + lam_sp * r_sp + lam_pol * r_pol
         for g in gates:  # the graph is consumed once; do not keep it alive
             g.last_p = g.last_g = None
         terms = {"ce": ce.item(), "sparsity": r_sp.item(), "polarization": r_pol.item(), "lambda_pol": lam_pol}

@@ -4,13 +4,17 @@ One-pass training has two phases in one run with one learning-rate schedule:
 
 1. **search**: live gates, the STE and both regularizers choose the sub-network. The
    consensus mask ``m_j = 1[r_j >= threshold]`` is read from the running firing rates
-   every few steps.
-2. **train**: once the mask removes the target share of FLOPs (within ``tolerance``) and
-   has not changed for ``window`` steps, the gates are frozen to it, and the rest of
-   the run trains the fixed sub-network on cross-entropy alone.
+   every ``window / 4`` steps.
+2. **train**: once the mask removes about the target share of FLOPs (within
+   ``tolerance``) and, over the last ``window`` steps, no reading changed more than a
+   share ``max_flips`` of the units since the one before (the mask distance of You et
+   al.'s early-bird tickets, ICLR 2020), the gates are frozen, and the rest of the run
+   trains the fixed sub-network on cross-entropy alone.
 
-If the mask has not settled by the ``deadline`` share of the steps, the gates are frozen
-anyway, to the units with the highest firing rates that fit the budget.
+At the freeze, the mask is cut to the budget exactly: the units with the highest firing
+rates that fit it (``budget_masks``), so that a pruned network is compared with others
+at the FLOPs it was asked for. If the mask has not settled by the ``deadline`` step, the
+gates are frozen anyway, the same way.
 
 Why: the mask of a short run settles within tens of steps, and training the remaining
 epochs with live gates, the STE and the penalties costs accuracy that the fixed network
@@ -37,21 +41,23 @@ class Settler:
 
     Args:
         masks_of: model -> the current consensus masks (the trainer's threshold and guards).
-        fallback: model -> masks that meet the budget, used at the deadline.
+        budget_masks: model -> the units with the highest firing rates that fit the budget.
         target_rate: the share of FLOPs (or units, when ``flops_aware`` is False) to remove.
         flops_aware: measure the removed share in FLOPs (True) or in gated units.
-        window: steps the mask must stay unchanged.
-        tolerance: allowed ``|removed share - target_rate|``.
+        window: steps over which the mask must stay near the target and nearly unchanged.
+        tolerance: allowed ``|removed share - target_rate|`` during the window.
         deadline_step: the step at which the gates are frozen whatever the mask does.
+        max_flips: largest share of units that may change between two readings.
     """
 
     masks_of: Callable[[torch.nn.Module], Masks]
-    fallback: Callable[[torch.nn.Module], Masks]
+    budget_masks: Callable[[torch.nn.Module], Masks]
     target_rate: float
     flops_aware: bool
     window: int
     tolerance: float
     deadline_step: int
+    max_flips: float = 0.01
     last: Masks | None = None
     stable_since: int = 0
     record: dict = field(default_factory=dict)
@@ -69,23 +75,34 @@ class Settler:
         kept = sum(int(m.sum()) for m in masks.values())
         return 1.0 - kept / sum(m.numel() for m in masks.values())
 
+    @staticmethod
+    def flipped_share(masks: Masks, before: Masks) -> float:
+        """Share of units whose decision differs between two masks (the mask distance)."""
+        changed = sum(int((masks[n] != before[n]).sum()) for n in masks)
+        return changed / sum(m.numel() for m in masks.values())
+
     def check(self, model: torch.nn.Module, step: int) -> Masks | None:
         """After optimizer step ``step`` (1-based): the masks to freeze to, or None to go on."""
         if step >= self.deadline_step:
-            masks = self.fallback(model)
-            self.record = {"step": step, "reason": "deadline", "removed": self.removed_share(model, masks)}
-            return masks
+            return self._final(model, step, "deadline", None)
         if step % self.every:
             return None
         masks = self.masks_of(model)
-        if self.last is None or any(not torch.equal(masks[n], self.last[n]) for n in masks):
-            self.last, self.stable_since = masks, step
-            return None
         removed = self.removed_share(model, masks)
-        if step - self.stable_since >= self.window and abs(removed - self.target_rate) <= self.tolerance:
-            self.record = {"step": step, "reason": "settled", "removed": removed}
-            return masks
+        moved = self.last is None or self.flipped_share(masks, self.last) > self.max_flips
+        if moved or abs(removed - self.target_rate) > self.tolerance:
+            self.stable_since = step
+        self.last = masks
+        if step - self.stable_since >= self.window:
+            return self._final(model, step, "settled", removed)
         return None
+
+    def _final(self, model: torch.nn.Module, step: int, reason: str, removed: float | None) -> Masks:
+        masks = self.budget_masks(model)
+        self.record = {"step": step, "reason": reason, "removed": self.removed_share(model, masks),
+                       "removed_before_cut": removed,
+                       "cut_flips": None if self.last is None else self.flipped_share(masks, self.last)}
+        return masks
 
     def freeze(self, model: torch.nn.Module, masks: Masks) -> None:
         """Freeze every gate of ``model`` to ``masks``."""

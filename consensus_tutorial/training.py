@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -72,8 +73,10 @@ class TrainConfig:
     min_keep: float = 0.0
     settle: str = "freeze"
     settle_window: int = 20
-    settle_tolerance: float = 0.01
-    settle_deadline: float = 0.5
+    settle_tolerance: float = 0.03
+    settle_flips: float = 0.01
+    settle_deadline: float = 0.3
+    sparsity_start: float = 0.0
     train_extracted: bool = True
     polarizer: str = "bimodal"
     zhuang_t: float | None = None
@@ -163,8 +166,9 @@ class TrainConfig:
         if int(self.settle_window) < 1 or not 0.0 < self.settle_deadline <= 1.0:
             raise ValueError("settle_window must be a positive number of steps and settle_deadline a share "
                              f"of the steps in (0, 1]; got {self.settle_window!r}, {self.settle_deadline!r}.")
-        if not 0.0 <= self.settle_tolerance < 1.0:
-            raise ValueError(f"settle_tolerance must lie in [0, 1); got {self.settle_tolerance!r}.")
+        for name in ("settle_tolerance", "settle_flips", "sparsity_start"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1); got {getattr(self, name)!r}.")
         if self.gate_input_lr_scale < 0:
             raise ValueError(f"gate_input_lr_scale must be >= 0; got {self.gate_input_lr_scale!r}.")
         if self.widths_from is not None:
@@ -416,6 +420,7 @@ def fit(
         polarizer=config.polarizer, zhuang_t=config.zhuang_t,
         pol_warmup_steps=int(config.pol_warmup * total_steps), flops_aware=config.flops_aware,
         sparsity_on=config.sparsity_on, allocation=config.allocation, min_keep=config.min_keep,
+        sparsity_start_steps=int(config.sparsity_start * total_steps),
     )
     settler = make_settler(config, total_steps)
     ckpt_path = Path(checkpoint) if checkpoint else None
@@ -446,15 +451,17 @@ def make_settler(config: TrainConfig, total_steps: int) -> Settler | None:
         return None
     from .baselines import masks_for_flops
 
-    def fallback(model: ResNet) -> dict:
-        rates = {n: g.firing_rate.detach().float().cpu() for n, g in gate_modules(model).items()}
+    def budget_masks(model: ResNet) -> dict:
+        gates = gate_modules(model)
+        rates = {n: g.firing_rate.detach().float().cpu() for n, g in gates.items()}
+        floors = {n: max(1, config.min_channels, math.ceil(config.min_keep * g.units - 1e-9)) for n, g in gates.items()}
         return masks_for_flops(model, rates, config.target_rate, uniform=config.allocation == "uniform",
-                               min_channels=max(1, config.min_channels))
+                               min_channels=floors)
 
     return Settler(
-        masks_of=lambda model: _masks(model, config), fallback=fallback, target_rate=config.target_rate,
+        masks_of=lambda model: _masks(model, config), budget_masks=budget_masks, target_rate=config.target_rate,
         flops_aware=config.flops_aware, window=int(config.settle_window), tolerance=config.settle_tolerance,
-        deadline_step=max(1, round(config.settle_deadline * total_steps)),
+        deadline_step=max(1, round(config.settle_deadline * total_steps)), max_flips=config.settle_flips,
     )
 
 

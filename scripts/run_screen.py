@@ -9,7 +9,7 @@ only in the flags of ``VARIANTS``; each run writes ``results/screening/<variant>
 the same seed kept. ``python scripts/screen_report.py`` turns the runs into the table of
 the results chapter::
 
-    python scripts/run_screen.py --data-root ../shared/data/cifar10        # all (about 40 min, 2 cores)
+    python scripts/run_screen.py --data-root ../shared/data/cifar10        # all (about 45 min, 2 cores)
     python scripts/run_screen.py --list                                     # the commands
 """
 
@@ -36,6 +36,7 @@ VARIANTS: dict[str, list[str]] = {
     "live": ["--settle", "live"],
     "freeze": [],
     "freeze-uniform": ["--allocation", "uniform"],
+    "freeze-uniform-late": ["--allocation", "uniform", "--sparsity-start", "0.1"],
     "freeze-floor25": ["--min-keep", "0.25"],
     "freeze-costlr": ["--gate-lr-scale", "cost"],
     "sgd-floor25": ["--gate-optimizer", "sgd", "--gate-lr", "1.0", "--gate-input-lr-scale", "0.1",

@@ -88,36 +88,41 @@ def test_gate_groups_scale_by_cost_and_input():
     assert len(every) == len(list(p for g in ct.gate_modules(model).values() for p in g.parameters()))
 
 
-FALLBACK = {"a": torch.tensor([True, False])}
+BUDGET = {"a": torch.tensor([True, False]), "b": torch.tensor([True, True, False, False])}
 
 
-def _settler(window=4, tolerance=0.02, deadline=100, masks=None):
+def _settler(window=4, tolerance=0.05, deadline=100, max_flips=0.0, masks=None):
     state = {"masks": masks}
-    return Settler(masks_of=lambda m: state["masks"], fallback=lambda m: FALLBACK,
+    return Settler(masks_of=lambda m: state["masks"], budget_masks=lambda m: BUDGET,
                    target_rate=0.5, flops_aware=False, window=window, tolerance=tolerance,
-                   deadline_step=deadline), state
+                   deadline_step=deadline, max_flips=max_flips), state
 
 
-def test_settler_freezes_only_a_stable_mask_on_target():
-    on_target = {"a": torch.tensor([True, False]), "b": torch.tensor([True, True, False, False])}
-    settler, state = _settler(masks=on_target)
+def test_settler_freezes_a_steady_mask_near_the_target_cut_to_the_budget():
+    near = {"a": torch.tensor([True, True]), "b": torch.tensor([True, False, False, False])}  # removes 0.5
+    settler, state = _settler(masks=near)
     assert settler.every == 1
-    assert [settler.check(None, s) for s in (1, 2, 3, 4)] == [None] * 4  # stable for 3 steps only
-    assert settler.check(None, 5) is on_target
-    assert settler.record == {"step": 5, "reason": "settled", "removed": 0.5}
+    assert [settler.check(None, s) for s in (1, 2, 3, 4)] == [None] * 4  # steady for 3 steps only
+    assert settler.check(None, 5) is BUDGET
+    assert settler.record["reason"] == "settled" and settler.record["step"] == 5
+    assert settler.record["removed"] == 0.5
+    assert settler.record["cut_flips"] == pytest.approx(2 / 6)  # the cut moved two units
 
     settler, state = _settler(masks={"a": torch.tensor([True, True]), "b": torch.tensor([True] * 4)})
-    assert all(settler.check(None, s) is None for s in range(1, 50))  # stable but off target
+    assert all(settler.check(None, s) is None for s in range(1, 50))  # steady but far from the target
 
 
-def test_settler_restarts_its_window_when_the_mask_changes_and_meets_its_deadline():
-    settler, state = _settler(deadline=10)
-    state["masks"] = {"a": torch.tensor([True, False])}
+def test_settler_waits_while_the_mask_moves_and_meets_its_deadline():
+    settler, state = _settler(deadline=10, max_flips=0.2)
+    half = {"a": torch.tensor([True, False]), "b": torch.tensor([True, True, False, False])}
+    state["masks"] = half
     for s in (1, 2, 3):
         settler.check(None, s)
-    state["masks"] = {"a": torch.tensor([False, True])}
-    assert settler.check(None, 4) is None and settler.stable_since == 4
-    assert settler.check(None, 10) is FALLBACK
+    state["masks"] = {"a": torch.tensor([True, False]), "b": torch.tensor([True, False, True, False])}
+    assert settler.check(None, 4) is None and settler.stable_since == 4  # 2 of 6 units flipped > 0.2
+    state["masks"] = {"a": torch.tensor([True, False]), "b": torch.tensor([True, False, True, False])}
+    assert settler.check(None, 5) is None and settler.stable_since == 4  # no flip: the window runs
+    assert settler.check(None, 10) is BUDGET
     assert settler.record["reason"] == "deadline"
 
 

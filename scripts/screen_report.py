@@ -1,0 +1,89 @@
+"""The table of the method screen (``scripts/run_screen.py``), from its run folders alone.
+
+One row per variant: the share of FLOPs removed and the parameters kept (means over the
+seeds), the extracted network's top-1 as mean ± standard deviation with every seed's
+value, the step at which the gates froze, and the kept widths per stage of seed 0::
+
+    python scripts/screen_report.py            # writes results/screening/screen.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDER = ROOT / "results" / "screening"
+#: what each variant changes, in the words of the table
+DESCRIPTIONS = {
+    "dense": "dense network (no pruning)",
+    "random": "random channels, the same share in every layer",
+    "live": "consensus, gates live to the end (the first default)",
+    "freeze": "consensus, one global budget, freeze once settled",
+    "freeze-uniform": "consensus, the same share per layer, freeze once settled",
+    "freeze-uniform-late": "as freeze-uniform, the target acting after 10% of the steps",
+    "freeze-floor25": "consensus, global budget with a 25% floor per layer, freeze",
+    "freeze-costlr": "consensus, gate learning rate scaled by unit cost, freeze",
+    "sgd-floor25": "consensus, gates on SGD (input weights at 0.1x), 25% floor, freeze",
+    "random-widths": "random channels at the widths the freeze run kept",
+}
+
+
+def load(folder: Path) -> dict[str, list[dict]]:
+    """{variant: [metrics of each seed, in seed order]} for every finished run."""
+    runs: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for path in sorted(folder.glob("*-seed*/metrics.json")):
+        variant, seed = path.parent.name.rsplit("-seed", 1)
+        runs[variant].append((int(seed), json.loads(path.read_text())))
+    return {v: [m for _, m in sorted(r, key=lambda t: t[0])] for v, r in runs.items()}
+
+
+def _stage_widths(kept: dict[str, int]) -> str:
+    stages: dict[str, list[int]] = defaultdict(list)
+    for name, k in kept.items():
+        stages[name.split(".")[1]].append(k)
+    return " \\| ".join(",".join(str(k) for k in ks) for _, ks in sorted(stages.items()))
+
+
+def row(variant: str, runs: list[dict]) -> str:
+    top1 = [r["top1_extracted"] for r in runs]
+    spread = statistics.stdev(top1) if len(top1) > 1 else 0.0
+    removed = statistics.mean(r["pruning_rate_flops"] for r in runs)
+    params = statistics.mean(r["params_extracted"] for r in runs) / 1000
+    steps = [r["settle"]["step"] for r in runs if r.get("settle")]
+    frozen = f"{statistics.mean(steps):.0f}" if steps else "–"
+    widths = _stage_widths(runs[0]["kept_units"]) if runs[0].get("kept_units") else "all"
+    seeds = ", ".join(f"{t:.2f}" for t in top1)
+    return (f"| {variant} | {DESCRIPTIONS.get(variant, '')} | {100 * removed:.1f}% | {params:.0f}k | "
+            f"{statistics.mean(top1):.2f} ± {spread:.2f} | {seeds} | {frozen} | {widths} |")
+
+
+def table(runs: dict[str, list[dict]]) -> str:
+    order = [v for v in DESCRIPTIONS if v in runs] + sorted(set(runs) - set(DESCRIPTIONS))
+    lines = ["| variant | what changes | FLOPs removed | params | top-1 (mean ± sd) | per seed | froze at step "
+             "| kept widths, seed 0 (stage 1 \\| 2 \\| 3) |",
+             "|---|---|---|---|---|---|---|---|"]
+    return "\n".join(lines + [row(v, runs[v]) for v in order]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--folder", type=Path, default=FOLDER)
+    args = parser.parse_args(argv)
+    runs = load(args.folder)
+    if not runs:
+        print(f"error: no finished screening runs in {args.folder}; run scripts/run_screen.py first.",
+              file=sys.stderr)
+        return 2
+    out = args.folder / "screen.md"
+    out.write_text(table(runs))
+    print(out.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
