@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     common = dict(dataset="cifar10", arch=args.arch, batch_size=args.batch_size, epochs=1, seed=args.seed,
                   device=str(device), threads=args.threads, data_root=args.data_root)
     dense_cfg = TrainConfig(method="dense", **common).validate()
-    gated_cfg = TrainConfig(method="consensus", gating="channel", position="b", gate="dynamic",
+    gated_cfg = TrainConfig(method="consensus", gating="channel", position="b", gate="dynamic", settle="live",
                             **common).validate()
 
     print(f"loading CIFAR-10 from {args.data_root} ...", file=sys.stderr)

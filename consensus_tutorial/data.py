@@ -14,13 +14,18 @@ hold any of these formats; :func:`load_dataset` tries them in this order and
    ``root/tiny-imagenet-200``. Each is an ``np.savez`` archive with keys ``jpeg`` (all
    JPEG files concatenated, uint8), ``offsets`` (int64, N+1; image i is
    ``jpeg[offsets[i]:offsets[i+1]]``), ``y`` (int64 labels) and ``classes``; optionally
-   ``class_words``. Offline copies in this format live in ``../shared/data``.
-2. The official layouts: ``cifar-10-batches-py/`` and ``cifar-100-python/`` (read through
-   ``torchvision.datasets.CIFAR10``/``CIFAR100``), and the unzipped
+   ``class_words``. They are read with ``allow_pickle=False``.
+2. The official layouts: ``cifar-10-batches-py/`` and ``cifar-100-python/`` (checked
+   against their published md5 sums, then read by a restricted unpickler that accepts
+   only the types those files hold, so a data file can never run code), and the unzipped
    ``tiny-imagenet-200/`` folder (``wnids.txt``, ``train/<wnid>/images/*.JPEG``,
    ``val/images/*.JPEG``, ``val/val_annotations.txt``).
 
-Nothing is downloaded unless ``download=True`` is passed.
+Nothing is downloaded unless ``download=True`` is passed (torchvision fetches CIFAR).
+Every problem with a data file raises :class:`DataError` naming the file.
+
+Where data is looked for (:func:`data_root`): the folder passed in, else
+``$CONSENSUS_TUTORIAL_DATA``, else ``~/.cache/consensus-tutorial/data``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import os
 import pickle
 import functools
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +87,24 @@ _INFO: dict[str, dict[str, Any]] = {
 }
 
 
-class ChecksumError(RuntimeError):
+DATA_ENV = "CONSENSUS_TUTORIAL_DATA"
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """Where data is looked for: ``root`` if given, else ``$CONSENSUS_TUTORIAL_DATA``,
+    else ``~/.cache/consensus-tutorial/data``."""
+    if root:
+        return Path(root).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return Path.home() / ".cache" / "consensus-tutorial" / "data"
+
+
+class DataError(ValueError):
+    """A data file or folder that cannot be used; the message names it and says what to do."""
+
+
+class ChecksumError(DataError, RuntimeError):
     """The official files are present but their md5 checksums are not the published ones."""
 
 
@@ -227,12 +250,16 @@ def _decode(sources: Sequence[Any], size: int, what: str, formats: tuple[str, ..
     for i, src in enumerate(tqdm(sources, desc=f"decoding {what}", unit="img", leave=False,
                                  disable=len(sources) < 20000)):
         fp = io.BytesIO(src) if not isinstance(src, (str, os.PathLike)) else src
-        with Image.open(fp, formats=formats) as im:
-            if im.mode != "RGB":
-                im = im.convert("RGB")  # greyscale (and CMYK) to RGB
-            if im.size != (size, size):
-                raise ValueError(f"{what}: image {i} is {im.size[0]}x{im.size[1]}, expected {size}x{size}")
-            out[i] = np.asarray(im)
+        try:
+            with Image.open(fp, formats=formats) as im:
+                if im.mode != "RGB":
+                    im = im.convert("RGB")  # greyscale (and CMYK) to RGB
+                if im.size != (size, size):
+                    raise DataError(f"{what}: image {i} is {im.size[0]}x{im.size[1]}, expected {size}x{size}")
+                out[i] = np.asarray(im)
+        except (OSError, SyntaxError) as e:  # PIL: unidentified or truncated image data
+            raise DataError(f"{what}: image {i} cannot be decoded ({e}); the file is damaged: "
+                            "replace it with a fresh copy.") from None
     return out
 
 
@@ -246,9 +273,18 @@ def _pack_name(name: str, split: str) -> str:
     return "val_jpeg.npz" if (name == "tiny-imagenet" and split == "test") else f"{split}_jpeg.npz"
 
 
+def _open_pack(path: Path):
+    """``np.load`` of a pack, with a clear error for a damaged or empty file."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} is not a readable JPEG pack ({e or type(e).__name__}); replace it with a "
+                        "fresh copy, or delete it to use the official layout.") from None
+
+
 def _pack_mismatch(path: Path, name: str) -> str | None:
     """Why the pack at ``path`` cannot be data set ``name`` (None if it can)."""
-    with np.load(path, allow_pickle=False) as a:
+    with _open_pack(path) as a:
         missing = {"jpeg", "offsets", "y", "classes"} - set(a.files)
         if missing:
             return f"not a JPEG pack: missing keys {sorted(missing)}"
@@ -259,14 +295,20 @@ def _pack_mismatch(path: Path, name: str) -> str | None:
 
 
 def _read_pack(path: Path, name: str, split: str, limit: int | None, seed: int) -> ImageSet:
-    with np.load(path, allow_pickle=False) as a:
-        offsets = a["offsets"].astype(np.int64)
-        y = a["y"].astype(np.int64)
-        classes = [str(c) for c in a["classes"]]
-        words = [str(w) for w in a["class_words"]] if "class_words" in a.files else None
-        jpeg = a["jpeg"]
+    try:
+        with _open_pack(path) as a:
+            offsets = a["offsets"].astype(np.int64)
+            y = a["y"].astype(np.int64)
+            classes = [str(c) for c in a["classes"]]
+            words = [str(w) for w in a["class_words"]] if "class_words" in a.files else None
+            jpeg = a["jpeg"]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} is damaged ({e}); replace it with a fresh copy.") from None
     if len(offsets) != len(y) + 1:
-        raise ValueError(f"{path}: offsets has {len(offsets)} entries, expected len(y) + 1 = {len(y) + 1}")
+        raise DataError(f"{path}: offsets has {len(offsets)} entries, expected len(y) + 1 = {len(y) + 1}")
+    if len(y) and (y.min() < 0 or y.max() >= len(classes)):
+        raise DataError(f"{path}: labels must lie in [0, {len(classes)}) (one per class); found "
+                        f"[{y.min()}, {y.max()}]. Replace the file with a fresh copy.")
     idx = _select(y, len(classes), limit, seed)
     rows = np.arange(len(y)) if idx is None else idx
     buf = memoryview(jpeg)
@@ -280,29 +322,47 @@ def _read_pack(path: Path, name: str, split: str, limit: int | None, seed: int) 
 
 @functools.lru_cache(maxsize=None)
 def _cifar_classes() -> dict[str, type]:
+    """torchvision's dataset classes: they download the official files (the package
+    reads them itself, with :class:`_CifarUnpickler`)."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    class _Unverified:
-        """Mixin: read the official files without comparing md5 checksums."""
+    return {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
-        def _check_integrity(self) -> bool:  # type: ignore[override]
-            return all(os.path.isfile(os.path.join(self.root, self.base_folder, f))  # type: ignore[attr-defined]
-                       for f, _ in self.train_list + self.test_list)  # type: ignore[attr-defined]
 
-        def _load_meta(self) -> None:  # torchvision checks the md5 of the meta file here
-            path = os.path.join(self.root, self.base_folder, self.meta["filename"])  # type: ignore[attr-defined]
-            with open(path, "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]  # type: ignore[attr-defined]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads the official CIFAR python batches, and nothing else: their pickles hold dicts,
+    lists, strings, bytes, ints and numpy arrays, so every other global a file names is
+    refused. A hostile file in a data folder can therefore not run code."""
 
-    class UnverifiedCIFAR10(_Unverified, CIFAR10):
-        pass
+    _ALLOWED = {
+        (module, name)
+        for core in ("numpy.core", "numpy._core")
+        for module, name in ((f"{core}.multiarray", "_reconstruct"), (f"{core}.multiarray", "scalar"),
+                             (f"{core}.numeric", "_frombuffer"))
+    } | {("numpy", "ndarray"), ("numpy", "dtype"),
+         # protocol-2 pickles written by Python 3 carry an array's bytes as latin-1 text
+         ("_codecs", "encode")}
 
-    class UnverifiedCIFAR100(_Unverified, CIFAR100):
-        pass
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(
+                f"refused to load {module}.{name}: an official CIFAR batch holds only lists, strings and "
+                "numpy arrays (this file is not one; the package never runs code from a data file)")
+        return super().find_class(module, name)
 
-    return {"cifar10": CIFAR10, "cifar100": CIFAR100,
-            "cifar10-unverified": UnverifiedCIFAR10, "cifar100-unverified": UnverifiedCIFAR100}
+
+def read_cifar_batch(path: Path) -> dict:
+    """One official CIFAR python batch (or meta) file as a dict with ``str`` keys, read by
+    the restricted :class:`_CifarUnpickler`."""
+    try:
+        with open(path, "rb") as f:
+            entry = _CifarUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"{path} is not a readable official CIFAR batch ({e}); delete the folder and "
+                         "download it again (--download), or use the JPEG packs.") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path} is not an official CIFAR batch (it holds a {type(entry).__name__}, not a dict).")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
 def _cifar_files(name: str) -> list[tuple[str, str]]:
@@ -328,34 +388,46 @@ def _find_official_cifar(name: str, root: Path, searched: list[str]) -> Path | N
     return None
 
 
+def _verify_cifar(name: str, folder: Path, verify: bool) -> None:
+    """Compare every official file with its published md5, or warn that it was not done."""
+    if not verify:
+        warnings.warn(f"{name}: checksums of the files in {folder} were not verified "
+                      "(verify_checksums=False)", UserWarning, stacklevel=4)
+        return
+    from torchvision.datasets.utils import check_integrity
+
+    bad = [f for f, md5 in _cifar_files(name) if not check_integrity(str(folder / f), md5)]
+    if bad:
+        raise ChecksumError(
+            f"{name}: md5 checksums of {', '.join(bad)} in {folder} differ from the published ones. If "
+            "these are copies you trust (for example files generated for tests), pass verify_checksums=False "
+            "(--no-verify-checksums) to read them anyway; otherwise delete the folder and pass download=True.")
+
+
 def _read_official_cifar(name: str, parent: Path, split: str, verify: bool, limit: int | None,
                          seed: int) -> ImageSet:
-    classes = _cifar_classes()
+    cls = _cifar_classes()[name]
     folder = parent / _INFO[name]["official"]
-    if verify:
+    _verify_cifar(name, folder, verify)
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+    meta = read_cifar_batch(folder / cls.meta["filename"])
+    classes = [c.decode("latin1") if isinstance(c, bytes) else str(c) for c in meta[cls.meta["key"]]]
+    data, labels = [], []
+    for fname, _ in cls.train_list if split == "train" else cls.test_list:
+        entry = read_cifar_batch(folder / fname)
         try:
-            ds = classes[name](str(parent), train=split == "train")
-        except RuntimeError as e:
-            from torchvision.datasets.utils import check_integrity
-
-            bad = [f for f, md5 in _cifar_files(name) if not check_integrity(str(folder / f), md5)]
-            if not bad:
-                raise
-            raise ChecksumError(
-                f"{name}: md5 checksums of {', '.join(bad)} in {folder} differ from the "
-                "published ones (torchvision checks every data file and the meta file). If these are "
-                "copies you trust (for example files generated for tests), pass verify_checksums=False "
-                "to read them anyway; otherwise delete the folder and pass download=True."
-            ) from e
-    else:
-        warnings.warn(f"{name}: checksums of the files in {folder} were not verified "
-                      "(verify_checksums=False)", UserWarning, stacklevel=3)
-        ds = classes[f"{name}-unverified"](str(parent), train=split == "train")
-    y = np.asarray(ds.targets, dtype=np.int64)
-    idx = _select(y, len(ds.classes), limit, seed)
-    data = ds.data if idx is None else ds.data[idx]  # (N, 32, 32, 3) uint8
+            data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(entry[label_key], dtype=np.int64))
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{folder / fname} is not an official {name} batch ({e!r} missing or malformed).") from None
+    x, y = np.concatenate(data), np.concatenate(labels)
+    if len(x) != len(y) or (len(y) and (y.min() < 0 or y.max() >= len(classes))):
+        raise ValueError(f"{folder}: labels must be {len(x)} integers in [0, {len(classes)}); "
+                         f"found {len(y)} in [{y.min()}, {y.max()}]. Download the data set again.")
+    idx = _select(y, len(classes), limit, seed)
+    x = x if idx is None else x[idx]
     y = y if idx is None else y[idx]
-    return ImageSet(_to_nchw(data), torch.from_numpy(y), list(ds.classes), name, split,
+    return ImageSet(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), classes, name, split,
                     f"official layout at {folder}")
 
 
@@ -411,12 +483,16 @@ def _read_official_tiny(folder: Path, split: str, limit: int | None, seed: int) 
 
 def _download(name: str, root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    if name == "tiny-imagenet":
-        from torchvision.datasets.utils import download_and_extract_archive
+    try:
+        if name == "tiny-imagenet":
+            from torchvision.datasets.utils import download_and_extract_archive
 
-        download_and_extract_archive(TINY_IMAGENET_URL, str(root), md5=TINY_IMAGENET_MD5)
-    else:
-        _cifar_classes()[name](str(root), train=True, download=True)
+            download_and_extract_archive(TINY_IMAGENET_URL, str(root), md5=TINY_IMAGENET_MD5)
+        else:
+            _cifar_classes()[name](str(root), train=True, download=True)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError
+        raise DataError(f"could not download {name} into {root} ({e}). Without a network, put the files "
+                        "there yourself in one of the layouts the error without --download lists.") from None
 
 
 def _missing_message(name: str, root: Path, split: str, searched: list[str]) -> str:
@@ -433,8 +509,8 @@ def _missing_message(name: str, root: Path, split: str, searched: list[str]) -> 
         f"Expected either a JPEG pack {pack} in the root or in root/{info['folder']}/, or the official "
         f"layout: {layout}.\n"
         f"To get it, pass download=True (--download on the command line) to download the official files "
-        f"into {root}, or point the root at a folder with the JPEG packs, such as "
-        f"../shared/data/{info['folder']}."
+        f"into {root}, or point the root (--data-root, or $CONSENSUS_TUTORIAL_DATA) at a folder that holds "
+        f"one of these layouts."
     )
 
 

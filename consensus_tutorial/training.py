@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 from ._version import __version__
 from ._checks import check_choice, check_rate
 from .consensus import DisagreementCounter, consensus_masks, freeze_gates, frozen_masks, gate_modules
-from .data import BatchLoader, DATASETS, ImageSet, dataset_info, load_dataset
+from .data import DATA_ENV, BatchLoader, DATASETS, ImageSet, dataset_info, load_dataset
+from .data import data_root as data_root_of
 from .extraction import PrunedResNet, atomic_torch_save, extract_subnetwork, save_subnetwork
 from .flops import count_flops, count_params, predicted_flops, unit_flops
 from .models import ARCHS, ResNet, build_model
@@ -39,7 +40,6 @@ from .objective import ALLOCATIONS, Objective
 from .settle import Settler, is_live
 
 POLARIZER_CHOICES = ("bimodal", "zhuang")
-DATA_ENV = "CONSENSUS_TUTORIAL_DATA"
 SETTLE_CHOICES = ("freeze", "live")
 GATE_LR_SCALES = ("none", "cost")
 
@@ -233,13 +233,9 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def default_data_root(data_root: str | os.PathLike | None = None) -> Path:
-    """Where data is looked for: ``data_root`` if given, else ``$CONSENSUS_TUTORIAL_DATA``,
-    else ``~/.cache/consensus-tutorial/data``."""
-    if data_root:
-        return Path(data_root).expanduser()
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    return Path.home() / ".cache" / "consensus-tutorial" / "data"
+    """Where data is looked for (:func:`consensus_tutorial.data.data_root`): ``data_root``
+    if given, else ``$CONSENSUS_TUTORIAL_DATA``, else ``~/.cache/consensus-tutorial/data``."""
+    return data_root_of(data_root)
 
 
 def build_for(config: TrainConfig) -> ResNet:

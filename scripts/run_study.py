@@ -1,0 +1,104 @@
+"""The seed study of the results chapter: the package's default consensus method against
+the baselines on all of CIFAR-10, ResNet-20, over three seeds.
+
+Every run uses one schedule (``COMMON``: 10 epochs, batch 128, the package's one-cycle SGD,
+all 50,000 train and 10,000 test images; the same as ``results/cifar10-resnet20/``) and
+the package defaults for everything else, so that a command names only what it studies.
+Runs, in the order they are trained (the comparison that matters first):
+
+* ``consensus-b-0.5``, ``random-0.5`` (seeds 0, 1, 2): the method at position b against
+  random channels, at half the FLOPs;
+* ``random-widths-0.5`` (seeds 0, 1, 2): random channels at the widths the consensus run
+  of the same seed kept (a control: how much comes from the widths, how much from which
+  channels);
+* ``l1-0.5`` (seeds 0, 1, 2);
+* ``consensus-b-0.3``, ``consensus-b-0.7``, ``layer-0.5`` (seed 0).
+
+Each run writes ``results/cifar10-resnet20-v2/<name>/`` (``metrics.json`` holds its
+command); finished runs are skipped and every command passes ``--resume``::
+
+    python scripts/run_study.py --data-root ../shared/data/cifar10     # all (hours; resumes)
+    python scripts/run_study.py --list                                  # the commands
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from jobs import run_all
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = Path("results") / "cifar10-resnet20-v2"
+COMMON = ["--dataset", "cifar10", "--arch", "resnet20", "--epochs", "10", "--batch-size", "128"]
+SEEDS = (0, 1, 2)
+CONSENSUS_B = ["--method", "consensus", "--gating", "channel", "--position", "b"]
+
+#: setting -> (flags, seeds), in the order the runs are trained
+SETTINGS: dict[str, tuple[list[str], tuple[int, ...]]] = {
+    "consensus-b-0.5": ([*CONSENSUS_B, "--target-rate", "0.5"], SEEDS),
+    "random-0.5": (["--method", "random", "--target-rate", "0.5"], SEEDS),
+    "random-widths-0.5": (["--method", "random", "--target-rate", "0.5",
+                           "--widths-from", str(OUT / "consensus-b-0.5-seed{seed}")], SEEDS),
+    "l1-0.5": (["--method", "l1", "--target-rate", "0.5"], SEEDS),
+    "consensus-b-0.3": ([*CONSENSUS_B, "--target-rate", "0.3"], (0,)),
+    "consensus-b-0.7": ([*CONSENSUS_B, "--target-rate", "0.7"], (0,)),
+    "layer-0.5": (["--method", "consensus", "--gating", "layer", "--target-rate", "0.5"], (0,)),
+}
+#: setting -> the setting whose run of the same seed it reads
+NEEDS = {"random-widths-0.5": "consensus-b-0.5"}
+
+
+def run_names() -> list[str]:
+    """Every run, seeds of the first settings interleaved so that pairs finish together."""
+    names = []
+    for seed in SEEDS:
+        names += [f"{s}-seed{seed}" for s in ("consensus-b-0.5", "random-0.5")]
+    for setting, (_, seeds) in SETTINGS.items():
+        names += [f"{setting}-seed{seed}" for seed in seeds if f"{setting}-seed{seed}" not in names]
+    return names
+
+
+def parse(name: str) -> tuple[str, int]:
+    setting, seed = name.rsplit("-seed", 1)
+    return setting, int(seed)
+
+
+def command(name: str, data_root: str, threads: int) -> list[str]:
+    setting, seed = parse(name)
+    flags = [f.format(seed=seed) for f in SETTINGS[setting][0]]
+    return [sys.executable, "-m", "consensus_tutorial", "train", *COMMON, "--seed", str(seed), *flags,
+            "--data-root", data_root, "--threads", str(threads), "--quiet", "--out", str(OUT / name), "--resume"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="runs to train (default: all; see --list)")
+    parser.add_argument("--data-root", default="../shared/data/cifar10", help="relative to the repository root")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--list", action="store_true", help="print the commands and stop")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    every = run_names()
+    unknown = sorted(set(args.names) - set(every))
+    if unknown:
+        parser.error(f"unknown run(s) {unknown}; known: {', '.join(every)}")
+    names = args.names or every
+    if args.list:
+        for name in names:
+            print(shlex.join(["python", *command(name, args.data_root, args.threads)[1:]]))
+        return 0
+
+    def ready(name: str) -> bool:
+        setting, seed = parse(name)
+        return setting not in NEEDS or (OUT / f"{NEEDS[setting]}-seed{seed}" / "metrics.json").is_file()
+
+    return run_all(names, lambda n: OUT / n, lambda n: command(n, args.data_root, args.threads), args.jobs, ready)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
