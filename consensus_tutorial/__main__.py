@@ -69,52 +69,84 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, **kwargs)
 
 
+RUN_FILES = ("metrics.json", "history.json", "checkpoint.pt", "subnetwork.pt")
+
+
+class UsageError(ValueError):
+    """A mistake on the command line; printed as one line, exit code 2."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m consensus_tutorial",
                                      description="One-pass structured pruning with a consensus sub-network.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train, extract and evaluate one run",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("--config", type=Path, help="YAML file of settings (flag names as keys)")
     train.add_argument("--out", type=Path, required=True, help="run folder for metrics, history, checkpoint, subnetwork")
     train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt if it exists")
+    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     _add_train_flags(train)
     ev = sub.add_parser("evaluate", help="evaluate a run's subnetwork.pt alone on a test set")
     ev.add_argument("run_dir", type=Path, help="a run folder written by 'train'")
-    ev.add_argument("--data-root", required=False, help="folder with the test data")
+    ev.add_argument("--data-root", required=False,
+                    help="folder with the test data; default $CONSENSUS_TUTORIAL_DATA, else ~/.cache/consensus-tutorial/data")
     ev.add_argument("--dataset", choices=DATASETS, help="default: the run's data set")
     ev.add_argument("--limit-test", type=int, help="default: the run's own test subset")
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false",
+                    help="read official CIFAR files whose md5 checksums differ from the published ones")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    ev.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = {}
     if args.config is not None:
-        if not args.config.is_file():
-            raise SystemExit(f"error: config file {args.config} does not exist.")
-        loaded = yaml.safe_load(args.config.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise SystemExit(f"error: {args.config} must hold a mapping of settings.")
-        values.update(loaded)
+        values.update(read_config_file(args.config))
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     values.update({k: v for k, v in vars(args).items() if k in known})
+    return TrainConfig.from_dict(values).validate()
+
+
+def read_config_file(path: Path) -> dict:
+    """The settings of a YAML file (a mapping of flag names to values)."""
+    if not path.is_file():
+        raise UsageError(f"config file {path} does not exist.")
     try:
-        return TrainConfig.from_dict(values).validate()
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UsageError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"{path} must hold a mapping of settings (name: value), not a {type(loaded).__name__}.")
+    return loaded
+
+
+def check_out_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to write over a run unless ``--resume`` or ``--overwrite`` says so."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a folder for the run.")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not found or resume:
+        return
+    if not overwrite:
+        raise UsageError(
+            f"{out} already holds a run ({', '.join(found)}): pass --resume to continue it, --overwrite to "
+            "replace it, or choose another --out.")
+    for name in found:
+        (out / name).unlink()
 
 
 def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from .training import run
 
     config = config_from_args(args)
+    check_out_folder(args.out, args.resume, args.overwrite)
     command = "python -m consensus_tutorial " + " ".join(shlex.quote(a) for a in argv)
-    try:
-        metrics = run(config, args.out, resume=args.resume, progress=not args.quiet, command=command)
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+    metrics = run(config, args.out, resume=args.resume, progress=not args.quiet, command=command)
     keys = ("method", "top1_gated", "top1_extracted", "flops_dense", "flops_extracted",
             "pruning_rate_flops", "params_dense", "params_extracted", "wall_time_s")
     print(json.dumps({k: metrics[k] for k in keys}, indent=1))
@@ -122,41 +154,67 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def read_run_metrics(run_dir: Path) -> dict:
+    """A run folder's ``metrics.json`` ({} when there is none)."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path} is not valid JSON ({error}); pass --dataset (and --limit-test) instead.") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"{path} is not a run's metrics (a JSON object); pass --dataset instead.")
+    return saved
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a run's ``subnetwork.pt``. Only the data set, the test subset and its seed
+    come from the run's ``metrics.json``; where data is read from and whether checksums
+    are verified are the user's choice (a run folder from elsewhere must not decide them)."""
+    from .data import BatchLoader, data_root, load_dataset
     from .extraction import load_subnetwork
     from .flops import count_flops
-    from .training import default_data_root, evaluate, select_device
-    from .data import BatchLoader, load_dataset
+    from .training import evaluate, select_device
 
-    metrics_path = args.run_dir / "metrics.json"
-    saved = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    config = saved.get("config", {})
+    saved = read_run_metrics(args.run_dir)
+    config = saved.get("config", {}) if isinstance(saved.get("config"), dict) else {}
     dataset = args.dataset or config.get("dataset")
-    if dataset is None:
-        raise SystemExit(f"error: {metrics_path} not found; pass --dataset.")
+    if dataset not in DATASETS:
+        raise UsageError(f"the data set of {args.run_dir} is not known (no usable metrics.json); "
+                         f"pass --dataset (one of {', '.join(DATASETS)}).")
     limit = args.limit_test if args.limit_test is not None else config.get("limit_test")
     device = select_device(args.device)
+    subnet = load_subnetwork(args.run_dir / "subnetwork.pt", map_location=device)
     try:
-        subnet = load_subnetwork(args.run_dir / "subnetwork.pt", map_location=device)
-        test = load_dataset(dataset, default_data_root(args.data_root or config.get("data_root")), "test",
-                            limit=limit, seed=config.get("seed", 0),
-                            verify_checksums=config.get("verify_checksums", True))
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+        test = load_dataset(dataset, data_root(args.data_root), "test", limit=limit, seed=int(config.get("seed", 0)),
+                            verify_checksums=args.verify_checksums)
+    except FileNotFoundError as error:
+        hint = config.get("data_root")
+        raise FileNotFoundError(f"{error}" + (f"\n(the run was trained with --data-root {hint})" if hint else "")) from None
     top1 = evaluate(subnet, BatchLoader(test, 500, train=False, device=device))["top1"]
-    flops = count_flops(subnet)
-    result = {"top1_extracted": round(top1, 2), "flops_extracted": flops, "test_images": len(test),
+    result = {"top1_extracted": round(top1, 2), "flops_extracted": count_flops(subnet), "test_images": len(test),
               "recorded_top1_extracted": saved.get("top1_extracted")}
     print(json.dumps(result, indent=1))
     return 0
 
 
+#: errors that are the user's to fix: one line, exit code 2 (``--debug`` shows the traceback)
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        return _train(args, argv)
-    return _evaluate(args)
+    try:
+        if args.command == "train":
+            return _train(args, [a for a in argv if a != "--debug"])
+        return _evaluate(args)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        print(f"error: {str(error).strip() or type(error).__name__}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -358,10 +358,10 @@ def read_cifar_batch(path: Path) -> dict:
         with open(path, "rb") as f:
             entry = _CifarUnpickler(f, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
-        raise ValueError(f"{path} is not a readable official CIFAR batch ({e}); delete the folder and "
+        raise DataError(f"{path} is not a readable official CIFAR batch ({e}); delete the folder and "
                          "download it again (--download), or use the JPEG packs.") from None
     if not isinstance(entry, dict):
-        raise ValueError(f"{path} is not an official CIFAR batch (it holds a {type(entry).__name__}, not a dict).")
+        raise DataError(f"{path} is not an official CIFAR batch (it holds a {type(entry).__name__}, not a dict).")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
@@ -419,10 +419,10 @@ def _read_official_cifar(name: str, parent: Path, split: str, verify: bool, limi
             data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(entry[label_key], dtype=np.int64))
         except (KeyError, ValueError) as e:
-            raise ValueError(f"{folder / fname} is not an official {name} batch ({e!r} missing or malformed).") from None
+            raise DataError(f"{folder / fname} is not an official {name} batch ({e!r} missing or malformed).") from None
     x, y = np.concatenate(data), np.concatenate(labels)
     if len(x) != len(y) or (len(y) and (y.min() < 0 or y.max() >= len(classes))):
-        raise ValueError(f"{folder}: labels must be {len(x)} integers in [0, {len(classes)}); "
+        raise DataError(f"{folder}: labels must be {len(x)} integers in [0, {len(classes)}); "
                          f"found {len(y)} in [{y.min()}, {y.max()}]. Download the data set again.")
     idx = _select(y, len(classes), limit, seed)
     x = x if idx is None else x[idx]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .consensus import consensus_masks, frozen_masks, gate_modules
+from .io import FileFormatError, atomic_torch_save, load_torch_file
 from .models import GatedBasicBlock, ResNet, conv3x3, make_shortcut
 
 SPEC_FORMAT = "consensus-tutorial-subnetwork"
@@ -274,23 +274,6 @@ def extract_subnetwork(model: ResNet, masks: Mapping[str, torch.Tensor] | None =
 # ----------------------------------------------------------------------------- files
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename it into place,
-    so a crash never leaves a half-written file at ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_subnetwork(subnet: PrunedResNet, path: str | os.PathLike) -> None:
     """Save a sub-network as its spec (plain data) plus its ``state_dict``, atomically.
 
@@ -307,12 +290,9 @@ def save_subnetwork(subnet: PrunedResNet, path: str | os.PathLike) -> None:
 
 def load_subnetwork(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> PrunedResNet:
     """Load a sub-network written by :func:`save_subnetwork` (eval mode, on ``map_location``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no sub-network file at {path}.")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    payload = load_torch_file(path, "sub-network", map_location)
     if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
-        raise ValueError(f"{path} is not a sub-network saved by ct.save_subnetwork.")
+        raise FileFormatError(f"{path} is not a sub-network saved by ct.save_subnetwork.")
     subnet = PrunedResNet(payload["spec"])
     # build in the saved floating dtype: load_state_dict would silently cast a float64
     # (or float16) sub-network to float32 and the logits would no longer match

@@ -33,7 +33,8 @@ from ._checks import check_choice, check_rate
 from .consensus import DisagreementCounter, consensus_masks, freeze_gates, frozen_masks, gate_modules
 from .data import DATA_ENV, BatchLoader, DATASETS, ImageSet, dataset_info, load_dataset
 from .data import data_root as data_root_of
-from .extraction import PrunedResNet, atomic_torch_save, extract_subnetwork, save_subnetwork
+from .extraction import PrunedResNet, extract_subnetwork, save_subnetwork
+from .io import atomic_json, atomic_torch_save, load_torch_file, machine_info, remove_stale_temporaries
 from .flops import count_flops, count_params, predicted_flops, unit_flops
 from .models import ARCHS, ResNet, build_model
 from .objective import ALLOCATIONS, Objective
@@ -130,6 +131,7 @@ class TrainConfig:
         check_choice("allocation", self.allocation, tuple(ALLOCATIONS))
         check_rate("target_rate", self.target_rate)
         self._validate_settle()
+        self._validate_numbers()
         if self.polarizer == "zhuang" and self.zhuang_t is None:
             raise ValueError("polarizer='zhuang' needs zhuang_t (e.g. 0.0 keeps about half of the units).")
         if (self.arch == "resnet18") != (self.dataset == "tiny-imagenet"):
@@ -156,6 +158,37 @@ class TrainConfig:
         for key, value in method_model_settings(self.method).items():
             setattr(self, key, value)
         return self
+
+    def _validate_numbers(self) -> None:
+        """Ranges of the numeric settings, each error naming its setting."""
+        ranges = {  # name: (low, high, inclusive low, inclusive high, meaning)
+            "threshold": (0.0, 1.0, True, True, "a firing-rate threshold"),
+            "gate_momentum": (0.0, 1.0, True, False, "the firing-rate EMA momentum"),
+            "init_prob": (0.0, 1.0, False, False, "the gates' initial probability"),
+            "momentum": (0.0, 1.0, True, False, "SGD momentum"),
+        }
+        for name, (low, high, low_in, high_in, meaning) in ranges.items():
+            value = getattr(self, name)
+            above = value >= low if low_in else value > low
+            below = value <= high if high_in else value < high
+            if not (above and below):
+                interval = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+                raise ValueError(f"{name} ({meaning}) must lie in {interval}; got {value!r}.")
+        for name, least in (("seed", 0), ("min_channels", 0), ("threads", 1), ("round_to", 1)):
+            value = getattr(self, name)
+            if value is not None and int(value) < least:
+                raise ValueError(f"{name} must be an integer >= {least}{' or None' if name in ('threads', 'round_to') else ''}; "
+                                 f"got {value!r}.")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay!r}.")
+        if self.limit_train is not None and int(self.limit_train) < int(self.batch_size):
+            raise ValueError(
+                f"limit_train ({self.limit_train}) is smaller than batch_size ({self.batch_size}): an epoch "
+                "would have no full batch and nothing would train. Raise limit_train or lower batch_size.")
+        device = str(self.device)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: this machine has no CUDA GPU that torch can use; pass "
+                             "--device cpu (or auto, which picks a GPU when there is one).")
 
     def _validate_settle(self) -> None:
         if not 0.0 <= self.min_keep < 1.0:
@@ -200,6 +233,8 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
     if value is None or kind == "str" or kind == "str | None":
         return value
     try:
+        if isinstance(value, bool) and not kind.startswith("bool"):
+            raise ValueError  # YAML's true/false is not a number
         if kind.startswith("bool"):
             if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
                 return value.lower() in ("true", "yes")
@@ -356,6 +391,9 @@ class FitState:
     step: int = 0
     history: list = field(default_factory=list)
     elapsed: float = 0.0
+    #: wall seconds of the processes before this one (a resumed run), up to their last checkpoint
+    wall_before: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -376,6 +414,7 @@ class FitResult:
 
     history: list[dict]
     network: nn.Module
+    wall_before: float = 0.0
 
 
 def fit(
@@ -438,7 +477,7 @@ def fit(
             _save_checkpoint(ckpt_path, state, model, trainee, train_loader, config, hooks, settler)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
-    return FitResult(state.history, trainee.net)
+    return FitResult(state.history, trainee.net, state.wall_before)
 
 
 def make_settler(config: TrainConfig, total_steps: int) -> Settler | None:
@@ -560,6 +599,7 @@ def _save_checkpoint(path, state, model, trainee, train_loader, config, hooks, s
     payload = {
         "config": config.to_dict(), "epoch": state.epoch, "step": state.step,
         "history": state.history, "elapsed": state.elapsed,
+        "wall": state.wall_before + time.perf_counter() - state.started,
         "model": model.state_dict(),
         "optimizers": [opt.state_dict() for opt in trainee.optimizers],
         "scheduler": trainee.scheduler.state_dict(),
@@ -573,7 +613,7 @@ def _save_checkpoint(path, state, model, trainee, train_loader, config, hooks, s
 
 def _load_checkpoint(path, model, trainee, train_loader, config, hooks, settler) -> FitState:
     device = next(model.parameters()).device
-    saved = torch.load(path, map_location=device, weights_only=True)
+    saved = load_torch_file(path, "checkpoint", device)
     _check_same_config(saved["config"], config)
     model.load_state_dict(saved["model"])
     if "extracted" in saved:
@@ -589,7 +629,8 @@ def _load_checkpoint(path, model, trainee, train_loader, config, hooks, settler)
     hooks.load_state_dict(saved.get("method", {}))
     if settler is not None:
         settler.load_state_dict(saved.get("settle", {}))
-    return FitState(saved["epoch"], saved["step"], saved["history"], saved["elapsed"])
+    return FitState(saved["epoch"], saved["step"], saved["history"], saved["elapsed"],
+                    wall_before=saved.get("wall", saved["elapsed"]))
 
 
 def _gate_report(model: ResNet, net: nn.Module, test_loader, config: TrainConfig) -> dict:
@@ -690,21 +731,23 @@ def run(
     out_dir = Path(out) if out else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out_dir)  # left by a write that was killed
     fitted = fit(model, train_loader, test_loader, config,
                  checkpoint=out_dir / "checkpoint.pt" if out_dir else None, resume=resume,
                  on_epoch_end=on_epoch_end, progress=progress)
     metrics, subnet = finish(model, fitted, test_loader, config)
     history = fitted.history
-    metrics["wall_time_s"] = round(time.perf_counter() - started, 1)
+    metrics["wall_time_s"] = round(fitted.wall_before + time.perf_counter() - started, 1)
     metrics["train_time_s"] = round(sum(h["seconds"] for h in history), 1)
     metrics["command"] = command or " ".join(sys.argv)
     metrics["device"] = str(device)
+    metrics["machine"] = machine_info(device)
     result = RunResult(metrics)
     result.history, result.model, result.subnetwork = history, model, subnet
     if out_dir:
         save_subnetwork(result.subnetwork, out_dir / "subnetwork.pt")
-        _write_json(out_dir / "history.json", history)
-        _write_json(out_dir / "metrics.json", dict(result))
+        atomic_json(out_dir / "history.json", history)
+        atomic_json(out_dir / "metrics.json", dict(result))
     return result
 
 
@@ -743,9 +786,3 @@ def finish(model: ResNet, fitted: FitResult, test_loader, config: TrainConfig) -
         "flops_unit": "multiply-accumulates of conv and linear layers per image (fvcore)",
         "config": config.to_dict(),
     }, subnet
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
