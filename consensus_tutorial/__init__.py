@@ -22,7 +22,7 @@ from .extraction import (
     save_subnetwork,
     subnetwork_spec,
 )
-from .flops import count_flops, count_params, measure_latency, predicted_flops, unit_flops
+from .flops import count_flops, count_params, measure_latency, predicted_flops, unit_flops, unit_params
 from .gates import DynamicGate, Gate, StaticGate, binarize
 from .models import ResNet, build_model, cifar_resnet, tiny_resnet18
 from .regularizers import keep_ratio, polarization, sparsity_penalty
@@ -38,5 +38,5 @@ __all__ = [
     "gate_modules", "consensus_masks", "freeze_gates", "unfreeze_gates", "frozen_masks",
     "disagreement_rate",
     "extract_subnetwork", "subnetwork_spec", "PrunedResNet", "save_subnetwork", "load_subnetwork",
-    "count_flops", "count_params", "predicted_flops", "unit_flops", "measure_latency",
+    "count_flops", "count_params", "predicted_flops", "unit_flops", "unit_params", "measure_latency",
 ]

@@ -53,13 +53,32 @@ HELP = {
     "gate_input_lr_scale": "learning-rate factor of a dynamic gate's input weights (the bias keeps gate_lr)",
     "widths_from": "method random: keep as many channels per layer as the run in this folder kept",
     "train_extracted": "once every gate is frozen, train the physically extracted (smaller) network",
+    "gate": "gate kind: dynamic (MLP over pooled features) or static (one logit per unit)",
+    "gate_depth": "K, the linear layers of a dynamic gate's MLP",
+    "flops_aware": "weigh each unit by its FLOPs, so that target_rate is a share of the FLOPs",
+    "sparsity_on": "the sparsity target acts on the hard gates (through the STE) or on the probabilities",
+    "polarizer": "polarization regularizer", "zhuang_t": "t of the zhuang polarizer (keeps about 1/2 - t/4)",
+    "lambda_sp": "weight of the sparsity target", "lambda_pol": "weight of the polarizer",
+    "pol_warmup": "share of the steps over which the polarizer's weight rises from 0",
+    "init_prob": "initial gate probability (gates start open)",
+    "gate_momentum": "momentum of the firing-rate moving average",
+    "threshold": "firing-rate threshold of the consensus mask",
+    "min_channels": "fewest channels a channel gate keeps", "round_to": "round kept channels up to a multiple",
+    "lr": "peak learning rate of the weights (SGD, Nesterov)", "momentum": "SGD momentum",
+    "weight_decay": "weight decay of the weights (none on gates)", "schedule": "learning-rate schedule",
+    "gate_optimizer": "optimizer of the gate parameters", "gate_lr": "learning rate of the gate parameters",
+    "amp": "bfloat16 autocast on CUDA", "threads": "torch CPU threads (default: torch's choice)",
+    "verify_checksums": "check the official CIFAR files against their published md5 sums",
+    "prune_at": "l1 and bn-polarization: share of the epochs trained before pruning",
+    "bn_lambda": "bn-polarization: weight of the polarizer on the BN scales",
 }
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": HELP.get(f.name, f"(default {f.default!r})")}
+        default = "none" if f.default is None else f.default
+        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{HELP[f.name]} (default: {default})"}
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue

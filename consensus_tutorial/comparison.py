@@ -1,7 +1,7 @@
 """Comparing runs: published reference numbers, run tables and comparison plots.
 
-* :data:`PUBLISHED`: results of other pruning papers on CIFAR ResNet-56 (DESIGN.md
-  section 3), each with its source. They come from *full* training schedules on
+* :data:`PUBLISHED`: results of other pruning papers on CIFAR ResNet-56, as each paper
+  reports them, each with its source. They come from *full* training schedules on
   ResNet-56; the book's own points come from small CPU runs, so only the *drop* against
   each paper's own dense baseline is comparable, never the absolute accuracy.
 * :func:`run_row`, :func:`table`, :func:`format_table`: one row of numbers per run (the
@@ -62,7 +62,7 @@ class PublishedResult:
 
 
 #: Where the numbers below were taken from (the project's design notes, section 3).
-PUBLISHED_SOURCE = "DESIGN.md section 3 (reference figures quoted from the papers named in each entry)"
+PUBLISHED_SOURCE = "the papers named in each entry (their own tables)"
 
 #: Published results on CIFAR ResNet-56 (full training schedules). Baselines differ
 #: between papers: compare drops, not absolute accuracies.

@@ -1,6 +1,6 @@
 """Surgery: from a gated model and its masks to a plain, physically smaller network.
 
-With the masks fixed, every closed unit is removed (DESIGN.md section 2):
+With the masks fixed, every closed unit is removed:
 
 * layer gating: a closed block with an identity shortcut is dropped; a closed
   down-sampling block keeps only its shortcut;

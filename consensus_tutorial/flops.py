@@ -8,7 +8,7 @@ CIFAR ResNet-56). Batch norm, ReLU, pooling and additions are not counted.
 * :func:`predicted_flops` predicts, from masks alone, the FLOPs the extracted network
   will have (it equals :func:`count_flops` on that network);
 * :func:`unit_flops` gives the FLOPs each gated unit costs, the weights of a FLOPs-aware
-  sparsity target.
+  sparsity target; :func:`unit_params` the parameters it holds.
 """
 
 from __future__ import annotations
@@ -136,6 +136,24 @@ def unit_flops(model: ResNet, input_size: Sequence[int] | None = None) -> dict[s
                 cost[j] = full - block_flops(block_spec(name, block, mask), height, width)[0]
             costs[f"{name}.gate"] = cost
         height, width = h_out, w_out
+    return costs
+
+
+def unit_params(model: ResNet) -> dict[str, torch.Tensor]:
+    """{gate name: (C,) float tensor}: the parameters the extracted network loses when unit
+    j alone closes in that gate (all units of one gate cost the same)."""
+    from .extraction import PrunedBasicBlock
+
+    def params(spec) -> int:
+        return 0 if spec["dropped"] else sum(p.numel() for p in PrunedBasicBlock(spec).parameters())
+
+    costs = {}
+    for name, block in model.blocks():
+        if block.gate is not None:
+            one_closed = torch.ones(block.gate.units, dtype=torch.bool)
+            one_closed[0] = False
+            saved = params(block_spec(name, block, None)) - params(block_spec(name, block, one_closed))
+            costs[f"{name}.gate"] = torch.full((block.gate.units,), float(saved))
     return costs
 
 

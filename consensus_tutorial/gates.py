@@ -9,7 +9,7 @@ A gate module turns a feature map into a hard 0/1 decision per sample and unit:
 
 and the backward pass treats ``g`` as if it were ``p`` (dg/dp = 1): the STE.
 
-Two kinds of score, as in DESIGN.md section 2:
+Two kinds of score (the book's method chapter):
 
 * :class:`DynamicGate`: ``s = MLP_K(GAP(x))``, an input-dependent decision (K = 1 or 2);
 * :class:`StaticGate`: ``s = theta``, one learnable logit per unit shared by all inputs.

@@ -2,7 +2,7 @@
 
 A residual block computes ``y = relu(shortcut(x) + F(x))`` with
 ``F(x) = bn2(conv2(relu(bn1(conv1(x)))))``. Gating multiplies part of it by hard gates
-``g`` (DESIGN.md section 2):
+``g``:
 
 * ``gating="layer"``: one unit per block, ``y = relu(shortcut(x) + g * F(x))``;
 * ``gating="channel"``, ``position="a"``: the block-input channels feeding conv1 (not the

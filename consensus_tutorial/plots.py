@@ -405,3 +405,25 @@ def plot_kept_channels(masks: Mapping[str, Any], *, ax=None, title: str = "Chann
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3, axis="y")
     return fig
+
+
+def plot_unit_costs(flops: Mapping[str, Any], params: Mapping[str, Any], *,
+                    title: str = "What one channel costs, per gated layer"):
+    """Two panels of bars, one bar per gated layer coloured by stage: the MACs one unit of
+    that layer costs (``ct.unit_flops``) and the parameters it holds (``ct.unit_params``)."""
+    names = list(flops)
+    x = np.arange(len(names))
+    colors = [STAGE_COLORS[_stage(n) % len(STAGE_COLORS)] for n in names]
+    with plt.rc_context(FONT):
+        fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.2), layout="constrained")
+    for ax, values, label, scale in ((axes[0], flops, "MACs per channel (thousands)", 1e3),
+                                     (axes[1], params, "parameters per channel", 1.0)):
+        heights = [float(torch.as_tensor(values[n]).float().mean()) / scale for n in names]
+        ax.bar(x, heights, color=colors)
+        ax.set_xticks(x, [str(i + 1) for i in range(len(names))])
+        ax.set(xlabel="gated layer (block) in network order", ylabel=label)
+        ax.grid(alpha=0.3, axis="y")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=STAGE_COLORS[s]) for s in sorted({_stage(n) for n in names})]
+    fig.legend(handles, [f"stage {s + 1}" for s in sorted({_stage(n) for n in names})], loc="outside right upper")
+    fig.suptitle(title)
+    return fig

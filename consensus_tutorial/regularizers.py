@@ -1,4 +1,4 @@
-"""The regularizers of the one-pass objective (DESIGN.md section 2).
+"""The regularizers of the one-pass objective (the book's method chapter).
 
 ``pbar`` is a vector of per-unit firing probabilities, ``pbar_j = mean_b p_bj``, over
 all gated units of a network (any shape; it is flattened). C is its number of entries.

@@ -56,7 +56,7 @@ GATE_OPTIMIZERS: dict[str, Callable[[list, Any], torch.optim.Optimizer]] = {
 
 @dataclass
 class TrainConfig:
-    """Every setting of a run. Defaults follow DESIGN.md section 5 (the measured CPU check)."""
+    """Every setting of a run; the book's method chapter explains each default."""
 
     dataset: str = "cifar10"
     data_root: str | None = None

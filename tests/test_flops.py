@@ -191,3 +191,13 @@ def test_measure_latency_cpu_clock_counts_the_work():
 def test_measure_latency_rejects_an_unknown_clock():
     with pytest.raises(ValueError, match="clock must be 'wall' or 'cpu'"):
         ct.measure_latency(ct.cifar_resnet(8), repeats=1, clock="gpu")
+
+
+def test_unit_params_hand_values():
+    # position b, stage 1: conv1's filter (16 x 3 x 3), its BN scale and shift, conv2's
+    # input slice (16 x 3 x 3); stage 3: 64 instead of 16
+    model = ct.cifar_resnet(20, gating="channel", position="b")
+    params = ct.unit_params(model)
+    assert float(params["stages.0.0.gate"][0]) == 16 * 9 + 2 + 16 * 9
+    assert float(params["stages.2.2.gate"][5]) == 64 * 9 + 2 + 64 * 9
+    assert float(params["stages.2.0.gate"][0]) == 32 * 9 + 2 + 64 * 9  # conv1 reads stage 2's 32 channels

@@ -213,3 +213,15 @@ def test_yaml_numbers_written_without_a_dot_are_numbers():
     assert config.weight_decay == 5e-4 and config.lr == 0.1 and config.epochs == 3 and config.amp is False
     with pytest.raises(ValueError, match="setting epochs must be of type int"):
         TrainConfig.from_dict({"epochs": "many"})
+
+
+def test_every_train_option_has_help_and_its_default():
+    import dataclasses
+
+    from consensus_tutorial.__main__ import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    helps = {a.dest: a.help for a in train._actions}
+    for f in dataclasses.fields(TrainConfig):
+        default = "none" if f.default is None else f.default
+        assert helps[f.name] and helps[f.name].endswith(f"(default: {default})"), f.name
