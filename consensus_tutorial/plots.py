@@ -30,6 +30,18 @@ CLOSED_COLOR = "#d62728"    # gates that end closed
 THRESHOLD_STYLE = dict(color="0.35", linestyle="--", linewidth=1.0)
 STAGE_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")
 
+#: one colour and marker per method, the same in every figure of the book
+METHOD_STYLES: dict[str, dict[str, str]] = {
+    "dense": {"color": "#000000", "marker": "*"},
+    "consensus": {"color": "#1f77b4", "marker": "o"},
+    "consensus, layer": {"color": "#17becf", "marker": "D"},
+    "random": {"color": "#ff7f0e", "marker": "s"},
+    "random, consensus widths": {"color": "#8c564b", "marker": "v"},
+    "l1": {"color": "#2ca02c", "marker": "^"},
+    "bn-polarization": {"color": "#9467bd", "marker": "P"},
+    "dropout": {"color": "#7f7f7f", "marker": "X"},
+}
+
 FONT = {
     "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
     "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.titlesize": 13,

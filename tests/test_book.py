@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from conftest import toc_files
+from conftest import ROOT, toc_files
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -66,3 +67,19 @@ def test_page_renders_in_headless_chromium(page, book_copy, built_book, tmp_path
     assert pixels.std() > 20, "the screenshot is (nearly) blank"
     if page.startswith("notebooks/"):
         assert re.search(r'<img[^>]+src="[^"]*_images/', dom), "the rendered page has no figure"
+
+
+def test_every_install_cell_and_badge_uses_the_configured_repository():
+    """The repository URL is set once, in _config.yml (scripts/sync_repository_url.py copies it)."""
+    import json
+    import re
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "assignments").rglob("*.ipynb"))
+    installs = {}
+    for path in notebooks:
+        cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]]
+        installs[path.name] = [m for c in cells for m in re.findall(r"git\+(\S+?)\"", c)]
+    assert all(found == [url] for found in installs.values()), installs
+    badges = re.findall(r"colab\.research\.google\.com/github/(\S+?)/blob/", (ROOT / "README.md").read_text())
+    assert badges and all(b == url.removeprefix("https://github.com/") for b in badges)

@@ -48,6 +48,9 @@ def world(tmp_path_factory):
     corrupt.mkdir()
     (corrupt / "train_jpeg.npz").write_bytes(b"PK\x03\x04 not really a zip")
     (corrupt / "test_jpeg.npz").write_bytes(b"")
+    empty = base / "empty"
+    empty.mkdir()
+    (empty / "train_jpeg.npz").write_bytes(b"")
     badjpeg = base / "badjpeg"
     for split in ("train", "test"):
         files = make_pack(badjpeg / f"{split}_jpeg.npz", np.arange(40) % 10, CLASSES)
@@ -65,7 +68,7 @@ def world(tmp_path_factory):
     yaml_bool.write_text(yaml.safe_dump({"limit_train": True}))
     afile = base / "afile"
     afile.write_text("not a folder")
-    return {"base": base, "good": good, "run": run, "corrupt": corrupt, "badjpeg": badjpeg,
+    return {"base": base, "good": good, "run": run, "corrupt": corrupt, "empty": empty, "badjpeg": badjpeg,
             "badlabel": badlabel, "yaml_bad": yaml_bad, "yaml_bool": yaml_bool, "afile": afile}
 
 
@@ -102,6 +105,8 @@ CASES = {
                               ["limit_train"]),
     "corrupt pack": (lambda w: [*TRAIN, "--data-root", str(w["corrupt"]), "--out", str(w["base"] / "o1")],
                      ["train_jpeg.npz"]),
+    "empty pack": (lambda w: [*TRAIN, "--data-root", str(w["empty"]), "--out", str(w["base"] / "o4")],
+                   ["train_jpeg.npz", "not a readable JPEG pack"]),
     "bad jpeg in a pack": (lambda w: [*TRAIN, "--data-root", str(w["badjpeg"]), "--out", str(w["base"] / "o2")],
                            ["train_jpeg.npz", "image 3"]),
     "label out of range": (lambda w: [*TRAIN, "--data-root", str(w["badlabel"]), "--out", str(w["base"] / "o3")],

@@ -1,0 +1,129 @@
+"""Tables and the figure of the seed study (``scripts/run_study.py``), from its run folders
+alone: every setting with the mean ± standard deviation of its seeds and every seed's
+value; the method against random pruning at half the FLOPs, as a figure with error bars::
+
+    python scripts/study_report.py      # writes results/cifar10-resnet20-v2/report/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from consensus_tutorial.plots import FONT, METHOD_STYLES  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDER = ROOT / "results" / "cifar10-resnet20-v2"
+DENSE = ROOT / "results" / "cifar10-resnet20" / "dense"  # the same dense run serves both run sets
+#: setting -> (label in tables, style of METHOD_STYLES)
+SETTINGS = {
+    "consensus-b-0.5": ("consensus, channel b, 0.5", "consensus"),
+    "random-0.5": ("random channels, 0.5", "random"),
+    "random-widths-0.5": ("random channels at the consensus widths", "random, consensus widths"),
+    "l1-0.5": ("L1-norm, 0.5", "l1"),
+    "consensus-b-0.3": ("consensus, channel b, 0.3", "consensus"),
+    "consensus-b-0.7": ("consensus, channel b, 0.7", "consensus"),
+    "layer-0.5": ("consensus, layer, 0.5", "consensus, layer"),
+}
+
+
+def load(folder: Path) -> dict[str, list[dict]]:
+    """{setting: [metrics of each finished seed, in seed order]}."""
+    runs: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for path in sorted(folder.glob("*-seed*/metrics.json")):
+        setting, seed = path.parent.name.rsplit("-seed", 1)
+        runs[setting].append((int(seed), json.loads(path.read_text())))
+    return {s: [m for _, m in sorted(r, key=lambda t: t[0])] for s, r in runs.items()}
+
+
+def _mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def seeds_table(runs: dict[str, list[dict]]) -> str:
+    """One row per setting: seeds, FLOPs removed, parameters, top-1 (mean ± sd and per seed)."""
+    lines = ["| setting | seeds | FLOPs removed | params | top-1 extracted | per seed | train time |",
+             "|---|---|---|---|---|---|---|"]
+    for setting in [s for s in SETTINGS if s in runs]:
+        rs = runs[setting]
+        top1 = [r["top1_extracted"] for r in rs]
+        removed = statistics.mean(r["pruning_rate_flops"] for r in rs)
+        params = statistics.mean(r["params_extracted"] for r in rs) / 1e3
+        minutes = statistics.mean(r["train_time_s"] for r in rs) / 60
+        lines.append(f"| {SETTINGS[setting][0]} | {len(rs)} | {100 * removed:.1f}% | {params:.0f}k | "
+                     f"{_mean_sd(top1)} | {', '.join(f'{t:.2f}' for t in top1)} | {minutes:.0f} min |")
+    return "\n".join(lines) + "\n"
+
+
+def settle_table(runs: dict[str, list[dict]]) -> str:
+    """The freeze of every consensus run: when, how far the cut moved the mask, and the test
+    top-1 with live and with frozen gates just before and after it."""
+    lines = ["| run | froze at step (epoch) | why | units the cut changed | top-1 live → frozen | "
+             "disagreement | final top-1 gated = extracted |", "|---|---|---|---|---|---|---|"]
+    for setting in [s for s in SETTINGS if s in runs]:
+        for seed, r in enumerate(runs[setting]):
+            st = r.get("settle")
+            if not st:
+                continue
+            cut = "–" if st.get("cut_flips") is None else f"{100 * st['cut_flips']:.1f}%"
+            lines.append(f"| {setting}, seed {r['config']['seed']} | {st['step']} ({st['epoch']}) | {st['reason']} | "
+                         f"{cut} | {st['top1_live']:.2f} → {st['top1_frozen']:.2f} | "
+                         f"{100 * st['disagreement']:.1f}% | {r['top1_gated']:.2f} = {r['top1_extracted']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: dict[str, list[dict]], dense_top1: float | None):
+    """Top-1 of the extracted network against the share of FLOPs removed, mean and
+    standard deviation over seeds (error bars), one colour and marker per method."""
+    with plt.rc_context(FONT):
+        fig, ax = plt.subplots(figsize=(7.0, 4.2), layout="constrained")
+    drawn = set()
+    for setting in [s for s in SETTINGS if s in runs]:
+        label, style = SETTINGS[setting]
+        rs = runs[setting]
+        top1 = [r["top1_extracted"] for r in rs]
+        x = 100 * statistics.mean(r["pruning_rate_flops"] for r in rs)
+        err = statistics.stdev(top1) if len(top1) > 1 else 0.0
+        ax.errorbar(x, statistics.mean(top1), yerr=err, capsize=4, linestyle="none", markersize=8,
+                    label=None if style in drawn else style, **METHOD_STYLES[style])
+        drawn.add(style)
+    if dense_top1 is not None:
+        ax.axhline(dense_top1, color=METHOD_STYLES["dense"]["color"], linestyle=":", linewidth=1, label="dense")
+    ax.set(xlabel="FLOPs removed (%)", ylabel="test top-1 (%), extracted network",
+           title="CIFAR-10, ResNet-20, 10 epochs: mean ± sd over seeds")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper")
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--folder", type=Path, default=FOLDER)
+    args = parser.parse_args(argv)
+    runs = load(args.folder)
+    if not runs:
+        print(f"error: no finished runs in {args.folder}; run scripts/run_study.py first.", file=sys.stderr)
+        return 2
+    out = args.folder / "report"
+    out.mkdir(exist_ok=True)
+    (out / "seeds.md").write_text(seeds_table(runs))
+    (out / "settle.md").write_text(settle_table(runs))
+    dense = json.loads((DENSE / "metrics.json").read_text())["top1_extracted"] if DENSE.is_dir() else None
+    plot(runs, dense).savefig(out / "top1_vs_flops.png", dpi=110)
+    print((out / "seeds.md").read_text() + "\n" + (out / "settle.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
