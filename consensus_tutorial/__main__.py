@@ -18,9 +18,9 @@ import shlex
 import sys
 from pathlib import Path
 
-import yaml
-
 from .baselines import METHODS
+from .configs import load_settings
+from .configs import names as config_names
 from .data import DATASETS
 from .models import ARCHS
 from .objective import ALLOCATIONS
@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train, extract and evaluate one run",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--config", type=Path, help="YAML file of settings (flag names as keys)")
+    train.add_argument("--config", type=Path,
+                       help="YAML file of settings (flag names as keys), or the name of a shipped one: "
+                       + ", ".join(config_names()))
     train.add_argument("--out", type=Path, required=True, help="run folder for metrics, history, checkpoint, subnetwork")
     train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt if it exists")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
@@ -125,23 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = {}
     if args.config is not None:
-        values.update(read_config_file(args.config))
+        values.update(load_settings(args.config))
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     values.update({k: v for k, v in vars(args).items() if k in known})
     return TrainConfig.from_dict(values).validate()
-
-
-def read_config_file(path: Path) -> dict:
-    """The settings of a YAML file (a mapping of flag names to values)."""
-    if not path.is_file():
-        raise UsageError(f"config file {path} does not exist.")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UsageError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    if not isinstance(loaded, dict):
-        raise UsageError(f"{path} must hold a mapping of settings (name: value), not a {type(loaded).__name__}.")
-    return loaded
 
 
 def check_out_folder(out: Path, resume: bool, overwrite: bool) -> None:

@@ -1,4 +1,4 @@
-"""The YAML files in configs/: each is a valid TrainConfig, pairs the right data set with
+"""The YAML files in consensus_tutorial/configs/: each is a valid TrainConfig, pairs the right data set with
 the right network, and goes through the command line's --config (nothing is trained)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import yaml
 from consensus_tutorial.__main__ import build_parser, config_from_args
 from consensus_tutorial.training import TrainConfig
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "consensus_tutorial" / "configs"
 FILES = sorted(CONFIGS.glob("*.yaml"))
 EXPECTED = {  # file-name prefix: (dataset, arch)
     "cifar10-resnet56-": ("cifar10", "resnet56"),
@@ -69,7 +69,7 @@ def test_header_gives_the_command_that_runs_it(path):
     assert text.startswith("#")
     command = re.search(r"python -m consensus_tutorial train (.+)", text)
     assert command is not None, "the header should hold the command"
-    assert f"--config configs/{path.name}" in command.group(1)
+    assert f"--config {path.stem}" in command.group(1)
     assert f"--out runs/{path.stem}" in command.group(1)
 
 
@@ -95,3 +95,9 @@ def test_target_rate_is_reachable(path):
     config = TrainConfig.from_dict(_load(path)).validate()
     kappa, _ = keep_target(build_for(config), config.target_rate, config.flops_aware)
     assert 0.0 < kappa < 1.0
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_cli_accepts_the_shipped_name(path, tmp_path):
+    args = build_parser().parse_args(["train", "--config", path.stem, "--out", str(tmp_path / "run")])
+    assert config_from_args(args).to_dict() == TrainConfig.from_dict(_load(path)).validate().to_dict()
