@@ -697,11 +697,12 @@ def test_grader_score_table(graded):
     assert lines[-1] == f"{len(rows)} notebooks, {solved}/{2 * solved + 3} checks passed"
 
 
-def test_grader_keep_going_gives_partial_credit(released, tmp_path):
+def test_grader_keep_going_gives_partial_credit(released, tmp_path, monkeypatch):
     root = tmp_path / "submissions"
     root.mkdir()
     nbformat.write(_partly_solved(released), root / "02_polarizer_and_sparsity.ipynb")
-    (result,) = grade(root, keep_going=True, threads=1, executed_dir=tmp_path / "executed")
+    monkeypatch.chdir(tmp_path)  # relative paths, as a teacher types them
+    (result,) = grade("submissions", keep_going=True, threads=1, executed_dir="executed")
     assert result.student == "" and result.assignment == "a2"
     assert {k: v[0] for k, v in result.checks.items()} == \
         {"polarizer": "FAIL", "sparsity_penalty": "PASS", "toy_polarization": "FAIL"}

@@ -166,7 +166,8 @@ def grade_notebook(
     """Run one notebook (in a copy, inside ``workdir``) and score its checks."""
     import papermill
 
-    path, root, workdir = Path(path), Path(root), Path(workdir)
+    # absolute paths: the kernel runs inside workdir, where a relative path means something else
+    path, root, workdir = Path(path).resolve(), Path(root).resolve(), Path(workdir).resolve()
     student, file = _student_and_file(path, root)
     grade = NotebookGrade(student, file, None)
     try:
@@ -186,7 +187,7 @@ def grade_notebook(
     executed = workdir / (path.stem + ".graded.ipynb")
     results_file = workdir / "checks.jsonl"
     results_file.unlink(missing_ok=True)
-    run_parameters = {**assignment.grade_parameters, **(parameters or {})}
+    run_parameters = _declared(source, {**assignment.grade_parameters, **(parameters or {})})
     env = {RESULTS_ENV: str(results_file)}
     if threads:
         env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -237,6 +238,16 @@ def grade_notebook(
     return grade
 
 
+def _declared(notebook: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``parameters`` that ``notebook``'s parameters cell declares: a parameter shared by
+    the grader (``--param DOWNLOAD=False``) but unknown to one assignment is left out for
+    that notebook, instead of papermill's "Passed unknown parameter" warning."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    return {k: v for k, v in parameters.items() if k in declared}
+
+
 def grade(
     submissions: str | os.PathLike,
     *,
@@ -261,15 +272,15 @@ def grade(
             default: a temporary folder, deleted afterwards.
         log: a file to print progress to (e.g. ``sys.stderr``); None: quiet.
     """
-    root = Path(submissions)
+    root = Path(submissions).resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"no submissions folder at {root}.")
+        raise FileNotFoundError(f"no submissions folder at {submissions}.")
     temporary = None
     if executed_dir is None:
         temporary = tempfile.mkdtemp(prefix="consensus-grading-")
         base = Path(temporary)
     else:
-        base = Path(executed_dir)
+        base = Path(executed_dir).resolve()
     # a folder of executed notebooks inside the submissions must not be graded itself
     paths = [p for p in find_submissions(root) if not p.resolve().is_relative_to(base.resolve())]
     grades = []

@@ -1,0 +1,51 @@
+"""Every third-party module the package imports is declared in pyproject.toml: the core
+dependencies for the library, an extra for the parts that need more (the course grader,
+the notebook widgets). Checked statically, from the imports in the source, with the
+installed distributions naming which package provides each module."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "consensus_tutorial"
+#: module (relative to the package) -> the extra whose dependencies it may also use
+EXTRAS = {"assignments": "course", "widgets.py": "notebooks"}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != "consensus_tutorial"}
+
+
+def test_every_import_is_declared():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {_name(r) for r in project["dependencies"]}
+    extras = {k: {_name(r) for r in v} for k, v in project["optional-dependencies"].items()}
+    provides = importlib.metadata.packages_distributions()
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        allowed = set(core)
+        for prefix, extra in EXTRAS.items():
+            if relative.startswith(prefix):
+                allowed |= extras[extra]
+        for module in sorted(_imports(path)):
+            dists = {d.lower().replace("_", "-") for d in provides.get(module, [module])}
+            if not dists & allowed:
+                missing.append(f"{relative} imports {module} ({', '.join(sorted(dists))})")
+    assert not missing, "undeclared in pyproject.toml:\n" + "\n".join(missing)
