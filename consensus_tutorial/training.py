@@ -450,13 +450,7 @@ def fit(
     optimizers, scheduler = make_optimizers(model, config, len(train_loader))
     trainee = Trainee(model, optimizers, scheduler)
     total_steps = config.epochs * len(train_loader)
-    objective = Objective(
-        target_rate=config.target_rate, lambda_sp=config.lambda_sp, lambda_pol=config.lambda_pol,
-        polarizer=config.polarizer, zhuang_t=config.zhuang_t,
-        pol_warmup_steps=int(config.pol_warmup * total_steps), flops_aware=config.flops_aware,
-        sparsity_on=config.sparsity_on, allocation=config.allocation, min_keep=config.min_keep,
-        sparsity_start_steps=int(config.sparsity_start * total_steps),
-    )
+    objective = make_objective(config, total_steps)
     settler = make_settler(config, total_steps)
     ckpt_path = Path(checkpoint) if checkpoint else None
     state = FitState()
@@ -478,6 +472,17 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
     return FitResult(state.history, trainee.net, state.wall_before)
+
+
+def make_objective(config: TrainConfig, total_steps: int) -> Objective:
+    """The training objective of ``config`` for a run of ``total_steps`` steps."""
+    return Objective(
+        target_rate=config.target_rate, lambda_sp=config.lambda_sp, lambda_pol=config.lambda_pol,
+        polarizer=config.polarizer, zhuang_t=config.zhuang_t,
+        pol_warmup_steps=int(config.pol_warmup * total_steps), flops_aware=config.flops_aware,
+        sparsity_on=config.sparsity_on, allocation=config.allocation, min_keep=config.min_keep,
+        sparsity_start_steps=int(config.sparsity_start * total_steps),
+    )
 
 
 def make_settler(config: TrainConfig, total_steps: int) -> Settler | None:
