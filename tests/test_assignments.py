@@ -722,7 +722,7 @@ def test_grader_survives_a_timeout(tmp_path):
 
 def test_teachers_guide_covers_every_assignment():
     guide = (ROOT / "book" / "teachers_guide.md").read_text()
-    assert "python -m consensus_tutorial.assignments release assignments/solutions release/" in guide
+    assert "python -m consensus_tutorial.assignments release assignments/solutions assignments/release" in guide
     assert "python -m consensus_tutorial.assignments grade submissions/ --csv scores.csv" in guide
     for assignment in ASSIGNMENTS:
         assert assignment.filename in guide
