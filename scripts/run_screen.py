@@ -5,8 +5,9 @@ Setting (one for every run): ResNet-20, 5,000 class-balanced training and 2,000 
 images of CIFAR-10, 6 epochs, batch 128, the package's one-cycle SGD at 0.1, target rate
 0.5 (share of FLOPs removed), one torch thread, seeds 0, 1 and 2. The variants differ
 only in the flags of ``VARIANTS``; each run writes ``results/screening/<variant>-seed<k>/``.
-``random-widths`` is a control: random channels at the widths that the ``freeze`` run of
-the same seed kept. ``python scripts/screen_report.py`` turns the runs into the table of
+``random-widths*`` are controls: random channels at the widths that the ``freeze`` (or
+``freeze-costlr``, ``sgd-floor25``) run of the same seed kept, which measure an allocation
+without the cost of its search phase. ``python scripts/screen_report.py`` turns the runs into the table of
 the results chapter::
 
     python scripts/run_screen.py --data-root ../shared/data/cifar10        # all (about 45 min, 2 cores)
@@ -42,9 +43,12 @@ VARIANTS: dict[str, list[str]] = {
     "sgd-floor25": ["--gate-optimizer", "sgd", "--gate-lr", "1.0", "--gate-input-lr-scale", "0.1",
                     "--min-keep", "0.25"],
     "random-widths": ["--method", "random", "--widths-from", str(OUT / "freeze-seed{seed}")],
+    # the allocations of two variants, without their search phase: random channels at their widths
+    "random-widths-costlr": ["--method", "random", "--widths-from", str(OUT / "freeze-costlr-seed{seed}")],
+    "random-widths-sgd": ["--method", "random", "--widths-from", str(OUT / "sgd-floor25-seed{seed}")],
 }
 #: variant -> the variant whose run of the same seed it reads
-NEEDS = {"random-widths": "freeze"}
+NEEDS = {"random-widths": "freeze", "random-widths-costlr": "freeze-costlr", "random-widths-sgd": "sgd-floor25"}
 
 
 def run_name(variant: str, seed: int) -> str:

@@ -30,6 +30,8 @@ DESCRIPTIONS = {
     "freeze-costlr": "consensus, gate learning rate scaled by unit cost, freeze",
     "sgd-floor25": "consensus, gates on SGD (input weights at 0.1x), 25% floor, freeze",
     "random-widths": "random channels at the widths the freeze run kept",
+    "random-widths-costlr": "random channels at the widths the freeze-costlr run kept",
+    "random-widths-sgd": "random channels at the widths the sgd-floor25 run kept",
 }
 
 
