@@ -30,7 +30,7 @@ FLAG_CHOICES = {
     "dataset": DATASETS, "arch": ARCHS, "method": METHODS, "gating": ("none", "layer", "channel"),
     "position": ("a", "b", "c"), "gate": ("dynamic", "static"), "polarizer": ("bimodal", "zhuang"),
     "schedule": tuple(SCHEDULES_BY_NAME), "sparsity_on": ("hard", "soft"), "gate_optimizer": tuple(GATE_OPTIMIZERS),
-    "allocation": tuple(ALLOCATIONS), "settle": SETTLE_CHOICES, "gate_lr_scale": GATE_LR_SCALES,
+    "allocation": ("auto", *ALLOCATIONS), "settle": SETTLE_CHOICES, "gate_lr_scale": GATE_LR_SCALES,
 }
 HELP = {
     "dataset": "data set", "data_root": "folder with the data (official layout or JPEG packs); "
@@ -41,7 +41,8 @@ HELP = {
     "target_rate": "pruning rate in [0, 1): share of FLOPs (or units) to remove",
     "epochs": "training epochs", "batch_size": "batch size", "limit_train": "use a class-balanced subset of N train images",
     "limit_test": "use a class-balanced subset of N test images", "seed": "random seed", "device": "auto, cpu, cuda, mps",
-    "allocation": "how the budget is shared by the gated layers: one global budget, or the same share per layer",
+    "allocation": "how the budget is shared by the gated layers: one global budget, the same share per layer "
+    "(uniform), or auto (uniform for channel gates, global for layer gates)",
     "min_keep": "per-layer floor: every gated layer keeps at least this share of its units",
     "settle": "freeze the gates once the mask meets the target and stops changing (freeze), or keep them live",
     "settle_window": "steps the consensus mask must stay unchanged before the gates freeze",

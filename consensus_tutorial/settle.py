@@ -57,10 +57,12 @@ class Settler:
     window: int
     tolerance: float
     deadline_step: int
-    max_flips: float = 0.01
+    max_flips: float = 0.03
     last: Masks | None = None
     stable_since: int = 0
     record: dict = field(default_factory=dict)
+    #: every reading until the freeze: [step, removed share, flipped share (None at the first)]
+    trace: list = field(default_factory=list)
 
     @property
     def every(self) -> int:
@@ -89,7 +91,9 @@ class Settler:
             return None
         masks = self.masks_of(model)
         removed = self.removed_share(model, masks)
-        moved = self.last is None or self.flipped_share(masks, self.last) > self.max_flips
+        flips = None if self.last is None else self.flipped_share(masks, self.last)
+        self.trace.append([step, round(removed, 4), None if flips is None else round(flips, 4)])
+        moved = flips is None or flips > self.max_flips
         if moved or abs(removed - self.target_rate) > self.tolerance:
             self.stable_since = step
         self.last = masks
@@ -101,7 +105,8 @@ class Settler:
         masks = self.budget_masks(model)
         self.record = {"step": step, "reason": reason, "removed": self.removed_share(model, masks),
                        "removed_before_cut": removed,
-                       "cut_flips": None if self.last is None else self.flipped_share(masks, self.last)}
+                       "cut_flips": None if self.last is None else self.flipped_share(masks, self.last),
+                       "trace": self.trace}
         return masks
 
     def freeze(self, model: torch.nn.Module, masks: Masks) -> None:
@@ -109,12 +114,13 @@ class Settler:
         freeze_gates(model, masks)
 
     def state_dict(self) -> dict:
-        return {"last": self.last, "stable_since": self.stable_since, "record": self.record}
+        return {"last": self.last, "stable_since": self.stable_since, "record": self.record, "trace": self.trace}
 
     def load_state_dict(self, state: dict) -> None:
         self.last = state.get("last")
         self.stable_since = state.get("stable_since", 0)
         self.record = state.get("record", {})
+        self.trace = state.get("trace", [])
 
 
 def is_live(model: torch.nn.Module) -> bool:

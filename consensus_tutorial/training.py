@@ -70,14 +70,14 @@ class TrainConfig:
     target_rate: float = 0.5
     flops_aware: bool = True
     sparsity_on: str = "hard"
-    allocation: str = "global"
+    allocation: str = "auto"
     min_keep: float = 0.0
     settle: str = "freeze"
     settle_window: int = 20
     settle_tolerance: float = 0.03
-    settle_flips: float = 0.01
+    settle_flips: float = 0.03
     settle_deadline: float = 0.3
-    sparsity_start: float = 0.0
+    sparsity_start: float = 0.1
     train_extracted: bool = True
     polarizer: str = "bimodal"
     zhuang_t: float | None = None
@@ -128,7 +128,7 @@ class TrainConfig:
         check_choice("gate_optimizer", self.gate_optimizer, tuple(GATE_OPTIMIZERS))
         check_choice("gate_lr_scale", self.gate_lr_scale, GATE_LR_SCALES)
         check_choice("settle", self.settle, SETTLE_CHOICES)
-        check_choice("allocation", self.allocation, tuple(ALLOCATIONS))
+        check_choice("allocation", self.allocation, ("auto", *ALLOCATIONS))
         check_rate("target_rate", self.target_rate)
         self._validate_settle()
         self._validate_numbers()
@@ -210,6 +210,14 @@ class TrainConfig:
             if self.method != "random":
                 raise ValueError("widths_from (the kept widths of another run) is a setting of method='random'.")
             read_widths(self.widths_from)  # fails now, not after the data are loaded
+
+    @property
+    def budget_allocation(self) -> str:
+        """The allocation in force: ``allocation``, where "auto" means "uniform" for channel
+        gates and "global" for layer gates (one unit per block has no share to hold)."""
+        if self.allocation != "auto":
+            return self.allocation
+        return "uniform" if self.gating == "channel" else "global"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -480,7 +488,7 @@ def make_objective(config: TrainConfig, total_steps: int) -> Objective:
         target_rate=config.target_rate, lambda_sp=config.lambda_sp, lambda_pol=config.lambda_pol,
         polarizer=config.polarizer, zhuang_t=config.zhuang_t,
         pol_warmup_steps=int(config.pol_warmup * total_steps), flops_aware=config.flops_aware,
-        sparsity_on=config.sparsity_on, allocation=config.allocation, min_keep=config.min_keep,
+        sparsity_on=config.sparsity_on, allocation=config.budget_allocation, min_keep=config.min_keep,
         sparsity_start_steps=int(config.sparsity_start * total_steps),
     )
 
@@ -495,7 +503,7 @@ def make_settler(config: TrainConfig, total_steps: int) -> Settler | None:
         gates = gate_modules(model)
         rates = {n: g.firing_rate.detach().float().cpu() for n, g in gates.items()}
         floors = {n: max(1, config.min_channels, math.ceil(config.min_keep * g.units - 1e-9)) for n, g in gates.items()}
-        return masks_for_flops(model, rates, config.target_rate, uniform=config.allocation == "uniform",
+        return masks_for_flops(model, rates, config.target_rate, uniform=config.budget_allocation == "uniform",
                                min_channels=floors)
 
     return Settler(

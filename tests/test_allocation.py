@@ -107,6 +107,7 @@ def test_settler_freezes_a_steady_mask_near_the_target_cut_to_the_budget():
     assert settler.record["reason"] == "settled" and settler.record["step"] == 5
     assert settler.record["removed"] == 0.5
     assert settler.record["cut_flips"] == pytest.approx(2 / 6)  # the cut moved two units
+    assert settler.record["trace"][:2] == [[1, 0.5, None], [2, 0.5, 0.0]]
 
     settler, state = _settler(masks={"a": torch.tensor([True, True]), "b": torch.tensor([True] * 4)})
     assert all(settler.check(None, s) is None for s in range(1, 50))  # steady but far from the target
