@@ -2,9 +2,10 @@
 
 One row per variant: the share of FLOPs removed and the parameters kept (means over the
 seeds), the extracted network's top-1 as mean ± standard deviation with every seed's
-value, the step at which the gates froze, and the kept widths per stage of seed 0::
+value, and the step at which the gates froze (and why); a second table says what each
+variant changes and which widths its seed-0 run kept::
 
-    python scripts/screen_report.py            # writes results/screening/screen.md
+    python scripts/screen_report.py    # writes results/screening/screen.md and screen_variants.md
 """
 
 from __future__ import annotations
@@ -56,20 +57,34 @@ def row(variant: str, runs: list[dict]) -> str:
     spread = statistics.stdev(top1) if len(top1) > 1 else 0.0
     removed = statistics.mean(r["pruning_rate_flops"] for r in runs)
     params = statistics.mean(r["params_extracted"] for r in runs) / 1000
-    steps = [r["settle"]["step"] for r in runs if r.get("settle")]
-    frozen = f"{statistics.mean(steps):.0f}" if steps else "–"
-    widths = _stage_widths(runs[0]["kept_units"]) if runs[0].get("kept_units") else "all"
+    settles = [r["settle"] for r in runs if r.get("settle")]
+    frozen = "–"
+    if settles:
+        reasons = sorted({st["reason"] for st in settles})
+        frozen = f"{statistics.mean(st['step'] for st in settles):.0f} ({', '.join(reasons)})"
     seeds = ", ".join(f"{t:.2f}" for t in top1)
-    return (f"| {variant} | {DESCRIPTIONS.get(variant, '')} | {100 * removed:.1f}% | {params:.0f}k | "
-            f"{statistics.mean(top1):.2f} ± {spread:.2f} | {seeds} | {frozen} | {widths} |")
+    return (f"| {variant} | {100 * removed:.1f}% | {params:.0f}k | {statistics.mean(top1):.2f} ± {spread:.2f} | "
+            f"{seeds} | {frozen} |")
+
+
+def _order(runs: dict[str, list[dict]]) -> list[str]:
+    return [v for v in DESCRIPTIONS if v in runs] + sorted(set(runs) - set(DESCRIPTIONS))
 
 
 def table(runs: dict[str, list[dict]]) -> str:
-    order = [v for v in DESCRIPTIONS if v in runs] + sorted(set(runs) - set(DESCRIPTIONS))
-    lines = ["| variant | what changes | FLOPs removed | params | top-1 (mean ± sd) | per seed | froze at step "
-             "| kept widths, seed 0 (stage 1 \\| 2 \\| 3) |",
-             "|---|---|---|---|---|---|---|---|"]
-    return "\n".join(lines + [row(v, runs[v]) for v in order]) + "\n"
+    """The numbers: one row per variant."""
+    lines = ["| variant | FLOPs removed | params | top-1 (mean ± sd) | per seed | gates froze at step |",
+             "|---|---|---|---|---|---|"]
+    return "\n".join(lines + [row(v, runs[v]) for v in _order(runs)]) + "\n"
+
+
+def variants_table(runs: dict[str, list[dict]]) -> str:
+    """What each variant changes, and the widths its seed-0 run kept."""
+    lines = ["| variant | what changes | kept widths, seed 0 (stage 1 \\| 2 \\| 3) |", "|---|---|---|"]
+    for v in _order(runs):
+        widths = _stage_widths(runs[v][0]["kept_units"]) if runs[v][0].get("kept_units") else "all"
+        lines.append(f"| {v} | {DESCRIPTIONS.get(v, '')} | {widths} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.folder / "screen.md"
     out.write_text(table(runs))
-    print(out.read_text())
+    (args.folder / "screen_variants.md").write_text(variants_table(runs))
+    print(out.read_text() + "\n" + variants_table(runs))
     return 0
 
 

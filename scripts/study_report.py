@@ -83,6 +83,33 @@ def settle_table(runs: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PLANNED = 15  # the runs of scripts/run_study.py
+
+
+def _paired(runs: dict[str, list[dict]], a: str, b: str) -> list[float]:
+    """Per-seed differences of top-1, setting ``a`` minus setting ``b``, over the seeds both have."""
+    by_seed = {s: {r["config"]["seed"]: r["top1_extracted"] for r in runs.get(s, [])} for s in (a, b)}
+    return [by_seed[a][k] - by_seed[b][k] for k in sorted(set(by_seed[a]) & set(by_seed[b]))]
+
+
+def summary(runs: dict[str, list[dict]]) -> str:
+    """The page's opening lines, from the runs that exist."""
+    done = sum(len(r) for r in runs.values())
+    lines = [f"**{done} of the {PLANNED} runs of the seed study are finished**; the tables below show them all."]
+    for setting in ("consensus-b-0.5", "random-0.5", "random-widths-0.5", "l1-0.5"):
+        if setting in runs:
+            rs = runs[setting]
+            top1 = [r["top1_extracted"] for r in rs]
+            removed = 100 * statistics.mean(r["pruning_rate_flops"] for r in rs)
+            lines.append(f"- {SETTINGS[setting][0]}: {_mean_sd(top1)} top-1 over {len(rs)} seed(s), "
+                         f"{removed:.1f}% of the FLOPs removed.")
+    diffs = _paired(runs, "consensus-b-0.5", "random-0.5")
+    if diffs:
+        lines.append(f"- The consensus network minus random channels, seed by seed: "
+                     f"{', '.join(f'{d:+.2f}' for d in diffs)} points (mean {statistics.mean(diffs):+.2f}).")
+    return "\n".join(lines) + "\n"
+
+
 def plot(runs: dict[str, list[dict]], dense_top1: float | None):
     """Top-1 of the extracted network against the share of FLOPs removed, mean and
     standard deviation over seeds (error bars), one colour and marker per method."""
@@ -117,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.folder / "report"
     out.mkdir(exist_ok=True)
+    (out / "summary.md").write_text(summary(runs))
     (out / "seeds.md").write_text(seeds_table(runs))
     (out / "settle.md").write_text(settle_table(runs))
     dense = json.loads((DENSE / "metrics.json").read_text())["top1_extracted"] if DENSE.is_dir() else None
     plot(runs, dense).savefig(out / "top1_vs_flops.png", dpi=110)
-    print((out / "seeds.md").read_text() + "\n" + (out / "settle.md").read_text())
+    print((out / "summary.md").read_text() + "\n" + (out / "seeds.md").read_text() + "\n" + (out / "settle.md").read_text())
     return 0
 
 
