@@ -125,8 +125,11 @@ def plot(runs: dict[str, list[dict]], dense_top1: float | None):
         ax.errorbar(x, statistics.mean(top1), yerr=err, capsize=4, linestyle="none", markersize=8,
                     label=None if style in drawn else style, **METHOD_STYLES[style])
         drawn.add(style)
+    if not runs:
+        ax.text(0.5, 0.3, "no finished runs yet", transform=ax.transAxes, ha="center", va="center")
     if dense_top1 is not None:
         ax.axhline(dense_top1, color=METHOD_STYLES["dense"]["color"], linestyle=":", linewidth=1, label="dense")
+    ax.set_xlim(0, 80)
     ax.set(xlabel="FLOPs removed (%)", ylabel="test top-1 (%), extracted network",
            title="CIFAR-10, ResNet-20, 10 epochs: mean ± sd over seeds")
     ax.grid(alpha=0.3)
@@ -138,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, default=FOLDER)
     args = parser.parse_args(argv)
-    runs = load(args.folder)
-    if not runs:
-        print(f"error: no finished runs in {args.folder}; run scripts/run_study.py first.", file=sys.stderr)
+    if not args.folder.is_dir():
+        print(f"error: no folder {args.folder}; run scripts/run_study.py first.", file=sys.stderr)
         return 2
+    runs = load(args.folder)  # none finished yet: the report says so
     out = args.folder / "report"
     out.mkdir(exist_ok=True)
     (out / "summary.md").write_text(summary(runs))
