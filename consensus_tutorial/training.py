@@ -213,7 +213,7 @@ class TrainConfig:
 
     @property
     def budget_allocation(self) -> str:
-        """The allocation in force: ``allocation``, where "auto" means "uniform" for channel
+        """The allocation in force. ``allocation``, where "auto" means "uniform" for channel
         gates and "global" for layer gates (one unit per block has no share to hold)."""
         if self.allocation != "auto":
             return self.allocation
