@@ -25,14 +25,10 @@ threads. A 10-epoch run then takes about 35 minutes, and the whole set about 3 h
 
 from __future__ import annotations
 
-import argparse
-import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import IO
+
+from consensus_tutorial.runset import RunSet, train_command
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository root; paths below are relative to it
 OUT = Path("results") / "cifar10-resnet20"
@@ -75,51 +71,11 @@ def seed(name: str) -> int:
 
 def command(name: str, data_root: str, threads: int) -> list[str]:
     """The training command of run ``name``."""
-    return [sys.executable, "-m", "consensus_tutorial", "train", *COMMON, "--seed", str(seed(name)), *RUNS[name],
-            "--data-root", data_root, "--threads", str(threads), "--out", str(OUT / name), "--resume"]
+    return train_command(OUT / name, [*COMMON, "--seed", str(seed(name)), *RUNS[name]], data_root, threads)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", help=f"runs to train (default: all): {', '.join(RUNS)}")
-    parser.add_argument("--data-root", default="../shared/data/cifar10",
-                        help="CIFAR-10 folder (packs or official layout), relative to the repository root")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--list", action="store_true", help="print the commands and stop")
-    args = parser.parse_args(argv)
-    os.chdir(ROOT)
-    unknown = sorted(set(args.names) - set(RUNS))
-    if unknown:
-        parser.error(f"unknown run(s) {unknown}; known: {', '.join(RUNS)}")
-    names = args.names or list(RUNS)
-    if args.list:
-        for name in names:
-            print(shlex.join(["python", *command(name, args.data_root, args.threads)[1:]]))
-        return 0
-    todo = [n for n in names if not (OUT / n / "metrics.json").is_file()]
-    print(f"{len(names) - len(todo)} of {len(names)} runs already finished; training {todo}", flush=True)
-    running: dict[str, tuple[subprocess.Popen, IO]] = {}
-    failed = []
-    while todo or running:
-        while todo and len(running) < args.jobs:
-            name = todo.pop(0)
-            (OUT / name).mkdir(parents=True, exist_ok=True)
-            log = open(OUT / name / "train.log", "a")  # noqa: SIM115  (closed when the run exits)
-            print(f"{time.strftime('%H:%M:%S')} start {name}", flush=True)
-            running[name] = (subprocess.Popen(command(name, args.data_root, args.threads), stdout=log, stderr=log),
-                             log)
-        time.sleep(5)
-        for name, (proc, log) in list(running.items()):
-            if proc.poll() is not None:
-                log.close()
-                del running[name]
-                print(f"{time.strftime('%H:%M:%S')} {name} exited with {proc.returncode}", flush=True)
-                if proc.returncode:
-                    failed.append(name)
-    if failed:
-        print(f"failed: {failed}; see results/cifar10-resnet20/<name>/train.log", file=sys.stderr)
-    return 1 if failed else 0
+    return RunSet(list(RUNS), lambda name: OUT / name, command).main(argv, __doc__.split("\n\n")[0], ROOT)
 
 
 if __name__ == "__main__":

@@ -10,19 +10,17 @@ only in the flags of ``VARIANTS``; each run writes ``results/screening/<variant>
 without the cost of its search phase. ``python scripts/screen_report.py`` turns the runs into the table of
 the results chapter::
 
-    python scripts/run_screen.py --data-root ../shared/data/cifar10        # all (about 45 min, 2 cores)
+    python scripts/run_screen.py --data-root ../shared/data/cifar10        # all (about 50 min, 2 cores)
     python scripts/run_screen.py --list                                     # the commands
+    python scripts/run_screen.py random-seed0 freeze-seed0                  # some
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import shlex
 import sys
 from pathlib import Path
 
-from jobs import run_all
+from consensus_tutorial.runset import RunSet, split_seed, train_command
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path("results") / "screening"
@@ -58,42 +56,18 @@ def run_name(variant: str, seed: int) -> str:
     return f"{variant}-seed{seed}"
 
 
-def parse(name: str) -> tuple[str, int]:
-    variant, seed = name.rsplit("-seed", 1)
-    return variant, int(seed)
-
-
-def command(name: str, data_root: str) -> list[str]:
-    variant, seed = parse(name)
+def command(name: str, data_root: str, threads: int) -> list[str]:
+    variant, seed = split_seed(name)
     flags = [f.format(seed=seed) for f in VARIANTS[variant]]
-    return [sys.executable, "-m", "consensus_tutorial", "train", *COMMON, "--seed", str(seed), *flags,
-            "--data-root", data_root, "--threads", "1", "--quiet", "--out", str(OUT / name), "--resume"]
+    return train_command(OUT / name, [*COMMON, "--seed", str(seed), *flags, "--quiet"], data_root, threads)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("variants", nargs="*", help=f"default: all of {', '.join(VARIANTS)}")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--data-root", default="../shared/data/cifar10", help="relative to the repository root")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--list", action="store_true", help="print the commands and stop")
-    args = parser.parse_args(argv)
-    os.chdir(ROOT)
-    unknown = sorted(set(args.variants) - set(VARIANTS))
-    if unknown:
-        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
-    names = [run_name(v, s) for s in args.seeds for v in (args.variants or VARIANTS)]
-    if args.list:
-        for name in names:
-            print(shlex.join(["python", *command(name, args.data_root)[1:]]))
-        return 0
+def ready(name: str) -> bool:
+    variant, seed = split_seed(name)
+    return variant not in NEEDS or (OUT / run_name(NEEDS[variant], seed) / "metrics.json").is_file()
 
-    def ready(name: str) -> bool:
-        variant, seed = parse(name)
-        return variant not in NEEDS or (OUT / run_name(NEEDS[variant], seed) / "metrics.json").is_file()
 
-    return run_all(names, lambda n: OUT / n, lambda n: command(n, args.data_root), args.jobs, ready)
-
+RUNS = RunSet([run_name(v, s) for s in SEEDS for v in VARIANTS], lambda name: OUT / name, command, ready)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(RUNS.main(None, __doc__.split("\n\n")[0], ROOT))

@@ -23,13 +23,10 @@ command); finished runs are skipped and every command passes ``--resume``::
 
 from __future__ import annotations
 
-import argparse
-import os
-import shlex
 import sys
 from pathlib import Path
 
-from jobs import run_all
+from consensus_tutorial.runset import RunSet, split_seed, train_command
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path("results") / "cifar10-resnet20-v2"
@@ -62,43 +59,18 @@ def run_names() -> list[str]:
     return names
 
 
-def parse(name: str) -> tuple[str, int]:
-    setting, seed = name.rsplit("-seed", 1)
-    return setting, int(seed)
-
-
 def command(name: str, data_root: str, threads: int) -> list[str]:
-    setting, seed = parse(name)
+    setting, seed = split_seed(name)
     flags = [f.format(seed=seed) for f in SETTINGS[setting][0]]
-    return [sys.executable, "-m", "consensus_tutorial", "train", *COMMON, "--seed", str(seed), *flags,
-            "--data-root", data_root, "--threads", str(threads), "--quiet", "--out", str(OUT / name), "--resume"]
+    return train_command(OUT / name, [*COMMON, "--seed", str(seed), *flags, "--quiet"], data_root, threads)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", help="runs to train (default: all; see --list)")
-    parser.add_argument("--data-root", default="../shared/data/cifar10", help="relative to the repository root")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--list", action="store_true", help="print the commands and stop")
-    args = parser.parse_args(argv)
-    os.chdir(ROOT)
-    every = run_names()
-    unknown = sorted(set(args.names) - set(every))
-    if unknown:
-        parser.error(f"unknown run(s) {unknown}; known: {', '.join(every)}")
-    names = args.names or every
-    if args.list:
-        for name in names:
-            print(shlex.join(["python", *command(name, args.data_root, args.threads)[1:]]))
-        return 0
+def ready(name: str) -> bool:
+    setting, seed = split_seed(name)
+    return setting not in NEEDS or (OUT / f"{NEEDS[setting]}-seed{seed}" / "metrics.json").is_file()
 
-    def ready(name: str) -> bool:
-        setting, seed = parse(name)
-        return setting not in NEEDS or (OUT / f"{NEEDS[setting]}-seed{seed}" / "metrics.json").is_file()
 
-    return run_all(names, lambda n: OUT / n, lambda n: command(n, args.data_root, args.threads), args.jobs, ready)
-
+RUNS = RunSet(run_names(), lambda name: OUT / name, command, ready)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(RUNS.main(None, __doc__.split("\n\n")[0], ROOT))

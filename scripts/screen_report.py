@@ -11,11 +11,12 @@ variant changes and which widths its seed-0 run kept::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from consensus_tutorial.runset import load_seed_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "results" / "screening"
@@ -34,15 +35,6 @@ DESCRIPTIONS = {
     "random-widths-costlr": "random channels at the widths the freeze-costlr run kept",
     "random-widths-sgd": "random channels at the widths the sgd-floor25 run kept",
 }
-
-
-def load(folder: Path) -> dict[str, list[dict]]:
-    """{variant: [metrics of each seed, in seed order]} for every finished run."""
-    runs: dict[str, list[tuple[int, dict]]] = defaultdict(list)
-    for path in sorted(folder.glob("*-seed*/metrics.json")):
-        variant, seed = path.parent.name.rsplit("-seed", 1)
-        runs[variant].append((int(seed), json.loads(path.read_text())))
-    return {v: [m for _, m in sorted(r, key=lambda t: t[0])] for v, r in runs.items()}
 
 
 def _stage_widths(kept: dict[str, int]) -> str:
@@ -91,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, default=FOLDER)
     args = parser.parse_args(argv)
-    runs = load(args.folder)
+    runs = load_seed_runs(args.folder)
     if not runs:
         print(f"error: no finished screening runs in {args.folder}; run scripts/run_screen.py first.",
               file=sys.stderr)

@@ -11,7 +11,6 @@ import argparse
 import json
 import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from consensus_tutorial.plots import FONT, METHOD_STYLES  # noqa: E402
+from consensus_tutorial.runset import load_seed_runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "results" / "cifar10-resnet20-v2"
@@ -34,15 +34,6 @@ SETTINGS = {
     "consensus-b-0.7": ("consensus, channel b, 0.7", "consensus"),
     "layer-0.5": ("consensus, layer, 0.5", "consensus, layer"),
 }
-
-
-def load(folder: Path) -> dict[str, list[dict]]:
-    """{setting: [metrics of each finished seed, in seed order]}."""
-    runs: dict[str, list[tuple[int, dict]]] = defaultdict(list)
-    for path in sorted(folder.glob("*-seed*/metrics.json")):
-        setting, seed = path.parent.name.rsplit("-seed", 1)
-        runs[setting].append((int(seed), json.loads(path.read_text())))
-    return {s: [m for _, m in sorted(r, key=lambda t: t[0])] for s, r in runs.items()}
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -144,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.folder.is_dir():
         print(f"error: no folder {args.folder}; run scripts/run_study.py first.", file=sys.stderr)
         return 2
-    runs = load(args.folder)  # none finished yet: the report says so
+    runs = load_seed_runs(args.folder)  # none finished yet: the report says so
     out = args.folder / "report"
     out.mkdir(exist_ok=True)
     (out / "summary.md").write_text(summary(runs))
