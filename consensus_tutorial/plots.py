@@ -439,3 +439,61 @@ def plot_unit_costs(flops: Mapping[str, Any], params: Mapping[str, Any], *,
     fig.legend(handles, [f"stage {s + 1}" for s in sorted({_stage(n) for n in names})], loc="outside right upper")
     fig.suptitle(title)
     return fig
+
+
+def plot_gate_positions():
+    """A residual block and the places a gate can multiply: positions a, b and c of a
+    channel gate, and a layer gate that scales the whole residual branch ``F(x)``. Below,
+    what a dynamic gate computes from the feature map it reads."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    with plt.rc_context(FONT):
+        fig, ax = plt.subplots(figsize=(7.6, 3.6), layout="constrained")
+    ax.set(xlim=(0, 10.4), ylim=(0, 4.6))
+    ax.axis("off")
+
+    def box(x, y, text, w=1.05, color="#f0f0f0"):
+        ax.add_patch(FancyBboxPatch((x - w / 2, y - 0.28), w, 0.56, boxstyle="round,pad=0.04",
+                                    facecolor=color, edgecolor="0.3"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=9)
+
+    def arrow(x0, y0, x1, y1, **kw):
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10,
+                                     color=kw.pop("color", "0.3"), **kw))
+
+    def gate(x, y, label, color):
+        ax.plot([x, x], [y - 0.5, y], color=color, linewidth=1.5, zorder=4)
+        ax.plot(x, y, marker="o", markersize=16, color=color, zorder=5)
+        ax.text(x, y, label, ha="center", va="center", color="white", fontsize=10, fontweight="bold", zorder=6)
+
+    y = 3.2
+    ax.text(0.25, y, "x", ha="center", va="center", fontsize=12)
+    steps = [(2.0, "conv1"), (3.35, "bn1"), (4.7, "relu"), (6.35, "conv2"), (7.7, "bn2")]
+    arrow(0.45, y, 1.45, y)
+    for (x0, _), (x1, _) in zip(steps, steps[1:]):
+        arrow(x0 + 0.55, y, x1 - 0.55, y)
+    for x, text in steps:
+        box(x, y, text)
+    ax.add_patch(plt.Circle((9.2, y), 0.26, facecolor="white", edgecolor="0.3"))
+    ax.text(9.2, y, "+", ha="center", va="center", fontsize=13)
+    arrow(8.25, y, 8.92, y)
+    arrow(9.46, y, 10.2, y)
+    ax.text(10.3, y + 0.35, "relu → y", ha="right", fontsize=9)
+    ax.plot([0.45, 0.8, 0.8, 9.2], [y, y, 2.1, 2.1], color="0.3", linewidth=1.2)
+    arrow(9.2, 2.1, 9.2, y - 0.26)
+    ax.text(5.0, 1.85, "shortcut (never gated)", ha="center", fontsize=9, color="0.3")
+    gate(1.1, y + 0.55, "a", STAGE_COLORS[0])
+    gate(5.5, y + 0.55, "b", STAGE_COLORS[1])
+    gate(8.5, y + 0.55, "c", STAGE_COLORS[2])
+    ax.annotate("", xy=(8.35, y + 0.95), xytext=(1.45, y + 0.95),
+                arrowprops=dict(arrowstyle="<->", color=STAGE_COLORS[3]))
+    ax.text(4.9, y + 1.15, "layer gate: one g scales the whole branch F(x)", ha="center", fontsize=9,
+            color=STAGE_COLORS[3])
+    ax.text(0.2, 0.95, "a dynamic gate:", fontsize=9, ha="left")
+    chain = ["feature map\n(B, C, H, W)", "GAP\n(B, C)", "MLP$_K$\n(B, units)", "p = σ(s)", "g = 1[p ≥ 0.5]"]
+    for i, text in enumerate(chain):
+        box(2.4 + 1.75 * i, 0.55, text, w=1.5, color="#ffffff")
+        if i:
+            arrow(2.4 + 1.75 * (i - 1) + 0.78, 0.55, 2.4 + 1.75 * i - 0.78, 0.55)
+    ax.set_title("Where a gate multiplies in a residual block")
+    return fig

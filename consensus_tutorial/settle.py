@@ -61,12 +61,12 @@ class Settler:
     last: Masks | None = None
     stable_since: int = 0
     record: dict = field(default_factory=dict)
-    #: every reading until the freeze: [step, removed share, flipped share (None at the first)]
+    #: every reading until the freeze, as [step, removed share, flipped share or None]
     trace: list = field(default_factory=list)
 
     @property
     def every(self) -> int:
-        """How often (in steps) the mask is read: a quarter of the window."""
+        """The number of steps between two readings of the mask, a quarter of the window."""
         return max(1, self.window // 4)
 
     def removed_share(self, model: torch.nn.Module, masks: Masks) -> float:
