@@ -502,7 +502,8 @@ def make_settler(config: TrainConfig, total_steps: int) -> Settler | None:
     def budget_masks(model: ResNet) -> dict:
         gates = gate_modules(model)
         rates = {n: g.firing_rate.detach().float().cpu() for n, g in gates.items()}
-        floors = {n: max(1, config.min_channels, math.ceil(config.min_keep * g.units - 1e-9)) for n, g in gates.items()}
+        floors = {n: 0 if config.gating == "layer" else max(1, config.min_channels, math.ceil(config.min_keep * g.units - 1e-9))
+                  for n, g in gates.items()}  # a layer gate may close its block; a channel layer keeps one channel
         return masks_for_flops(model, rates, config.target_rate, uniform=config.budget_allocation == "uniform",
                                min_channels=floors)
 

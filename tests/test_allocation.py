@@ -141,3 +141,15 @@ def test_random_at_widths_keeps_the_recorded_widths(tmp_path):
         read_widths(tmp_path / "missing")
     with pytest.raises(ValueError, match="method='random'"):
         TrainConfig(method="consensus", widths_from=str(tmp_path)).validate()
+
+
+def test_budget_masks_close_whole_blocks_under_layer_gating():
+    from consensus_tutorial.training import make_settler
+
+    model = ct.cifar_resnet(20, gating="layer", gate="static")
+    for i, gate in enumerate(ct.gate_modules(model).values()):
+        gate.firing_rate.fill_(1.0 - 0.05 * i)  # later blocks fire less
+    settler = make_settler(TrainConfig(gating="layer", target_rate=0.3), total_steps=100)
+    masks = settler.budget_masks(model)
+    removed = settler.removed_share(model, masks)
+    assert 0.2 <= removed <= 0.35 and not masks["stages.2.2.gate"]  # the least firing block closes first
