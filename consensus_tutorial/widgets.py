@@ -2,7 +2,8 @@
 
 Sliders set the polarizer's weight ``lambda_pol``, Zhuang's ``t``, the target pruning
 rate and the sparsity weight; every change re-runs :func:`~consensus_tutorial.toy.simulate`
-(a fraction of a second) and redraws :func:`explorer_figure`.
+(a fraction of a second) and redraws :func:`explorer_figure` (the first draw comes with
+the first change).
 
 Widgets need a live Jupyter kernel: on a static web page (the rendered book) the sliders
 show but do nothing, so the book prints :func:`explorer_figure` next to the explorer.
@@ -101,13 +102,23 @@ def polarization_explorer(*, units: int = 32, steps: int = 300, **initial: Any):
     controls["polarizer"].observe(toggle_t, names="value")
     controls["t"].disabled = start["polarizer"] != "zhuang"
 
-    def draw(**values: Any) -> None:
-        explorer_figure(**values, units=units, steps=steps)
-        plt.show()
+    out = w.Output()
 
-    out = w.interactive_output(draw, controls)
-    box = w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), out])
+    def redraw(change: dict | None = None) -> None:
+        with out:
+            out.clear_output(wait=True)
+            explorer_figure(**{k: c.value for k, c in controls.items()}, units=units, steps=steps)
+            plt.show()
+
+    # Drawn on the first change, not when the explorer is built: a notebook run without a
+    # browser (papermill, a book build) can stall on output captured into an Output widget,
+    # and the chapter prints the starting figure itself.
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    hint = w.HTML("<i>Move a slider to draw the toy for that setting.</i>")
+    box = w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), hint, out])
     box.controls = controls  # for tests and for readers who want to set values in code
+    box.redraw = redraw
     return box
 
 
