@@ -70,7 +70,7 @@ def book_copy(tmp_path_factory) -> Path:
     copy = tmp_path_factory.mktemp("book")
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(ROOT / name, copy / name)
-    for folder in ("book", "notebooks"):
+    for folder in ("book", "notebooks", "_static"):
         shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     # the tables and figures the results pages include (not the run files behind them)
     shutil.copytree(ROOT / "results", copy / "results",

@@ -83,3 +83,37 @@ def test_every_install_cell_and_badge_uses_the_configured_repository():
     assert all(found == [url] for found in installs.values()), installs
     badges = re.findall(r"colab\.research\.google\.com/github/(\S+?)/blob/", (ROOT / "README.md").read_text())
     assert badges and all(b == url.removeprefix("https://github.com/") for b in badges)
+
+
+OVERFLOW_PROBE = """<script>
+window.addEventListener('load', function () {
+  setTimeout(function () {
+    var bad = [];
+    document.querySelectorAll('main table, main pre').forEach(function (el) {
+      var limit = el.tagName === 'PRE' ? el.clientWidth : el.parentElement.clientWidth;
+      if (el.offsetParent !== null && el.scrollWidth > limit + 1)
+        bad.push(el.tagName + ' ' + el.scrollWidth + ' px in ' + limit + ' px: '
+                 + el.textContent.trim().replace(/\\s+/g, ' ').slice(0, 60));
+    });
+    document.body.setAttribute('data-overflow', JSON.stringify(bad));
+  }, 300);
+});
+</script>"""
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium (.ci/run installs it)")
+@pytest.mark.parametrize("page", toc_files())
+def test_no_table_or_code_block_overflows_at_1280_px(page, book_copy, built_book, tmp_path):
+    """Every table and code block of every page fits the text column of a 1280 px window."""
+    import html
+    import json
+
+    original = _html(book_copy, page)
+    probe = original.with_name(original.stem + ".overflow-probe.html")
+    probe.write_text(original.read_text().replace("</body>", OVERFLOW_PROBE + "</body>"))
+    common = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"]
+    dom = subprocess.run([*common, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'data-overflow="([^"]*)"', dom)
+    assert found, "the probe did not run"
+    overflowing = json.loads(html.unescape(found.group(1)))
+    assert not overflowing, f"{page}: " + "; ".join(overflowing)
