@@ -306,9 +306,18 @@ POSITION_WORDS = {
 # ----------------------------------------------------------------------------- plots
 
 
+#: the widest figure, in inches, that the book's text column shows at full size (wider
+#: figures are scaled down, and their text with them)
+COLUMN_WIDTH = 7.6
+
+
 def subplots(n: int, panel=(6.0, 4.2), stack: bool = False, **kwargs):
-    """``n`` panels side by side, or one above the other with ``stack`` (for a narrow page)."""
+    """``n`` panels side by side (together no wider than ``COLUMN_WIDTH``), or one above the
+    other with ``stack``."""
     rows, cols = (n, 1) if stack else (1, n)
+    if cols > 1:
+        scale = min(1.0, COLUMN_WIDTH / (panel[0] * cols))
+        panel = (panel[0] * scale, panel[1] * max(scale, 0.75))
     with plt.rc_context(FONT):
         fig, axes = plt.subplots(rows, cols, figsize=(panel[0] * cols, panel[1] * rows), layout="constrained",
                                  squeeze=False, **kwargs)
@@ -317,6 +326,48 @@ def subplots(n: int, panel=(6.0, 4.2), stack: bool = False, **kwargs):
 
 #: marker shapes, in the order the plots give them to groups of points
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
+#: published methods: grey, hollow, in shapes no method of ours uses
+PUBLISHED_MARKERS = ("h", "p", "8", "d", "H", "*", "1", "2")
+PUBLISHED_GREYS = ("#222222", "#555555", "#888888")
+#: groups of ours that no method style names get these, in order
+_OTHER_COLORS = ("#e377c2", "#bcbd22", "#d62728", "#aec7e8", "#98df8a")
+
+
+#: consensus runs at each gate position: the method's colour, a shape per position
+_CONSENSUS_MARKERS = {"(a)": "<", "(b)": "o", "(c)": ">"}
+
+
+def method_of(group: str) -> str | None:
+    """The ``plots.METHOD_STYLES`` key a label such as "L1-norm, channel (b)" or
+    "consensus, layer" belongs to (None for a label of no known method)."""
+    from .plots import METHOD_STYLES
+
+    words = group.lower()
+    for key, needles in (("random, consensus widths", ("widths",)), ("random", ("random",)),
+                         ("l1", ("l1",)), ("bn-polarization", ("bn", "polarization")),
+                         ("dropout", ("dropout",)), ("dense", ("dense",)),
+                         ("consensus, layer", ("layer",)), ("consensus", ("consensus", "channel ("))):
+        if any(n in words for n in needles):
+            return key
+    return group if group in METHOD_STYLES else None
+
+
+def group_style(group: str, index: int) -> dict[str, str]:
+    """Colour and marker of a group of our points: the method's own (``plots.METHOD_STYLES``),
+    so a method looks the same in every figure, with one shape per gate position for the
+    consensus method; hollow markers for the baselines, so that points on top of each
+    other stay visible. Groups of no known method get colours no method uses."""
+    from .plots import METHOD_STYLES
+
+    method = method_of(group)
+    if method is None:
+        style = {"color": _OTHER_COLORS[index % len(_OTHER_COLORS)], "marker": MARKERS[index % len(MARKERS)]}
+    else:
+        style = dict(METHOD_STYLES[method])
+        if method == "consensus":
+            style["marker"] = next((m for pos, m in _CONSENSUS_MARKERS.items() if pos in group), style["marker"])
+    hollow = method not in (None, "consensus", "consensus, layer", "dense")
+    return {**style, "markerfacecolor": "none" if hollow else style["color"]}
 
 
 def _ours(points: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]]) -> list[dict]:
@@ -349,11 +400,11 @@ def _draw_published(ax, results: Sequence[PublishedResult], y: str) -> None:
         pts = [p for p in pts if p[1] is not None]
         if not pts:
             continue
-        color = plt.get_cmap("tab10")(i % 10)
+        color = PUBLISHED_GREYS[i % len(PUBLISHED_GREYS)]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, linewidth=0.8, linestyle=":",
-                marker=MARKERS[i % len(MARKERS)], markersize=8, markerfacecolor="none", markeredgewidth=1.8,
-                label=f"published: {method}")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)
+                marker=PUBLISHED_MARKERS[i % len(PUBLISHED_MARKERS)], markersize=8, markerfacecolor="none",
+                markeredgewidth=1.6, label=f"published: {method}")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9)
 
 
 def plot_top1_vs_flops(points, *, dense_top1: float | None = None, published_results: Sequence[PublishedResult] | None = None,
@@ -378,13 +429,13 @@ def plot_top1_vs_flops(points, *, dense_top1: float | None = None, published_res
     ax = axes[0]
     for i, (group, pts) in enumerate(_group(ours).items()):
         pts = sorted(pts, key=lambda p: p["flops_reduction"])
-        ax.plot([p["flops_reduction"] for p in pts], [p["top1"] for p in pts], marker=MARKERS[i % len(MARKERS)],
-                markersize=8, linewidth=1.5, color=plt.get_cmap("tab10")(i % 10), label=group)
+        ax.plot([p["flops_reduction"] for p in pts], [p["top1"] for p in pts], markersize=8, markeredgewidth=1.6,
+                linewidth=1.5, label=group, **group_style(group, i))
     if dense_top1 is not None:
         ax.axhline(dense_top1, color="0.4", linestyle="--", linewidth=1.2, label=f"our dense: {dense_top1:.1f}%")
     ax.set(title=f"Ours ({our_setting})", xlabel="FLOPs reduction (%)", ylabel="top-1, extracted network (%)")
     ax.set_xlim(-3, 100)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9)
     ax.grid(alpha=0.3)
     if published_results:
         ax = axes[1]
@@ -419,8 +470,8 @@ def plot_drop_vs_flops(points, *, dense_top1: float | None = None,
     ax = axes[0]
     for i, (group, pts) in enumerate(_group(ours).items()):
         pts = sorted(pts, key=lambda p: p["flops_reduction"])
-        ax.plot([p["flops_reduction"] for p in pts], [p["drop"] for p in pts], marker=MARKERS[i % len(MARKERS)],
-                markersize=8, linewidth=1.5, color=plt.get_cmap("tab10")(i % 10), label=group)
+        ax.plot([p["flops_reduction"] for p in pts], [p["drop"] for p in pts], markersize=8, markeredgewidth=1.6,
+                linewidth=1.5, label=group, **group_style(group, i))
     ax.set(title=f"Ours ({our_setting})", xlabel="FLOPs reduction (%)",
            ylabel="top-1 drop vs own dense network (points)")
     if published_results:
@@ -428,7 +479,7 @@ def plot_drop_vs_flops(points, *, dense_top1: float | None = None,
         axes[1].set(title=f"Published ({published_setting})", xlabel="FLOPs reduction (%)")
         axes[1].yaxis.set_tick_params(labelleft=True)
         axes[1].set_ylabel("top-1 drop vs own baseline (points)")
-    axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8)
+    axes[0].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=9)
     for ax in axes:
         ax.axhline(0.0, color="0.4", linestyle="--", linewidth=1.0)
         ax.set_xlim(-3, 100)
@@ -454,8 +505,8 @@ def plot_kept_widths(specs: Mapping[str, Mapping[str, Any]], positions: Mapping[
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
     with plt.rc_context(FONT):
-        fig, grid = plt.subplots(nrows, ncols, figsize=(6.0 * ncols, 4.0 * nrows), layout="constrained",
-                                 squeeze=False)
+        fig, grid = plt.subplots(nrows, ncols, figsize=(COLUMN_WIDTH, 4.0 * nrows * (1.0 if ncols == 1 else 0.8)),
+                                 layout="constrained", squeeze=False)
     axes = list(grid.ravel())
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -496,8 +547,7 @@ def plot_block_flops(specs: Mapping[str, Mapping[str, Any]], *,
     x = np.arange(len(first))
     width = 0.8 / max(1, len(labels))
     with plt.rc_context(FONT):
-        fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(first) * max(1, len(labels)) ** 0.5), 4.5),
-                               layout="constrained")
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 4.5), layout="constrained")
     dense = np.array([r["flops_dense"] for r in first]) / 1e6
     ax.bar(x, dense, width=0.9, color="none", edgecolor="0.5", linestyle="--", label="dense block")
     for i, label in enumerate(labels):
@@ -531,8 +581,9 @@ def plot_latency_vs_flops(rows: Sequence[Mapping[str, Any]], *, flops_key: str =
     fig, axes = subplots(len(latency_keys), panel=(5.8, 4.2), stack=stack)
     for ax, (key, words) in zip(axes, latency_keys.items()):
         for i, row in enumerate(rows):
-            ax.scatter(row[flops_key] / 1e6, 1e3 * row[key], s=70, marker=MARKERS[i % len(MARKERS)],
-                       color=plt.get_cmap("tab10")(i % 10), label=row["label"], zorder=3)
+            style = group_style(row.get("group", row["label"]), i)
+            ax.plot(row[flops_key] / 1e6, 1e3 * row[key], linestyle="none", markersize=8, markeredgewidth=1.6,
+                    label=row["label"], zorder=3, **style)
         xs = np.array([r[flops_key] / 1e6 for r in rows])
         ys = np.array([1e3 * r[key] for r in rows])
         if len(rows) >= 2 and np.ptp(xs) > 0:
@@ -542,8 +593,9 @@ def plot_latency_vs_flops(rows: Sequence[Mapping[str, Any]], *, flops_key: str =
         ax.set(title=words, xlabel="FLOPs (M MACs / image)", ylabel="latency, median of repeats (ms)")
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
-        ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=9)
     fig.suptitle(f"{title}{' on ' + device if device else ''}\n{FLOPS_NOTE}")
     return fig
 

@@ -112,12 +112,11 @@ def plot_ste(clip: float | None = 3.0, threshold: float = 0.5):
 
     pn = p.detach().numpy()
     with plt.rc_context(FONT):
-        fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8), layout="constrained")
+        fig, axes = plt.subplots(3, 1, figsize=(7.6, 8.4), layout="constrained")
     ax = axes[0]
     ax.plot(pn, g.detach().numpy(), color="k", linewidth=2, label="forward: g = 1[p >= 0.5]")
     ax.plot(pn, pn, color="0.6", linestyle=":", label="g = p (what the STE pretends)")
     ax.set(title="Forward pass: a hard 0/1 gate", xlabel="gate probability p", ylabel="gate value g")
-    ax.legend(loc="upper left")
     ax = axes[1]
     styles = [dict(color=OPEN_COLOR, linewidth=3), dict(color=CLOSED_COLOR, linewidth=1.5, linestyle="--")]
     for (label, grad), style in zip(grads.items(), styles):
@@ -126,15 +125,14 @@ def plot_ste(clip: float | None = 3.0, threshold: float = 0.5):
            ylabel="dg/dp passed back", ylim=(-0.1, 1.25))
     ax.annotate("true derivative: 0 everywhere,\nundefined at p = 0.5", xy=(0.5, 0.05), ha="center",
                 fontsize=9, color="0.3")
-    ax.legend(loc="upper right")
     ax = axes[2]
     sn = s.detach().numpy()
     for (label, grad), style in zip(grads_s.items(), styles):
         ax.plot(sn, grad, label=label, **style)
     ax.set(title="What reaches the score s: (dg/dp) sigma'(s)", xlabel="gate score s (logit)",
            ylabel="dg/ds")
-    ax.legend(loc="upper right")
-    for ax in axes:
+    for ax in axes:  # legends beside the panels, never over the curves
+        ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)
         ax.grid(alpha=0.3)
     return fig
 

@@ -40,9 +40,13 @@ def explorer_figure(
     run = toy.simulate(units, steps, polarizer=polarizer, t=t if polarizer == "zhuang" else None,
                        lambda_pol=lambda_pol, lambda_sp=lambda_sp, target_rate=target_rate, init=init, seed=seed)
     with plt.rc_context(plots.FONT):
-        fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.0), layout="constrained")
+        fig, axes = plt.subplots(2, 1, figsize=(7.6, 6.6), layout="constrained")
     label = "bimodal" if polarizer == "bimodal" else f"Zhuang, t = {t:g}"
     plots.plot_trajectories(run, ax=axes[0], title=f"{label}, lambda_pol = {lambda_pol:g}")
+    legend = axes[0].get_legend()
+    if legend is not None:  # beside the curves, not on them
+        legend.set_loc("center left")
+        legend.set_bbox_to_anchor((1.02, 0.5), transform=axes[0].transAxes)
     ax = axes[1]
     ax.plot(run.steps, run.kept_over_steps(), color=plots.OPEN_COLOR, linewidth=2, label="kept share (p >= 0.5)")
     ax.plot(run.steps, [run.undecided_share(s) for s in range(len(run.steps))], color="0.5", linewidth=1.5,
@@ -55,7 +59,7 @@ def explorer_figure(
                    label="Zhuang minimiser share")
     ax.set(title=f"Kept share (lambda_sp = {lambda_sp:g}, target rate = {target_rate:.2f})",
            xlabel="optimisation step", ylabel="share of units", ylim=(-0.03, 1.03))
-    ax.legend(loc="best")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)  # beside the data, not on it
     ax.grid(alpha=0.3)
     fig.suptitle(f"Toy polarization problem: {units} static gates, start '{init}'")
     return fig

@@ -99,7 +99,8 @@ def _labelled(fig: Figure) -> None:
     assert visible
     for ax in visible:
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
-        assert ax.get_legend() is not None
+        assert ax.get_legend() is not None or fig.legends  # a legend per panel, or one for the figure
+    assert fig.get_size_inches()[0] <= cmp.COLUMN_WIDTH + 0.01  # fits the book's column at full size
     plt.close(fig)
 
 
