@@ -326,7 +326,7 @@ def subplots(n: int, panel=(6.0, 4.2), stack: bool = False, **kwargs):
 
 #: marker shapes, in the order the plots give them to groups of points
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
-#: published methods: grey, hollow, in shapes no method of ours uses
+#: markers of the published methods (drawn grey and hollow), in shapes no method of ours uses
 PUBLISHED_MARKERS = ("h", "p", "8", "d", "H", "*", "1", "2")
 PUBLISHED_GREYS = ("#222222", "#555555", "#888888")
 #: groups of ours that no method style names get these, in order

@@ -65,3 +65,14 @@ def test_the_results_chapter_shows_only_written_files():
     assert shown
     missing = [path for path in shown if not (ROOT / path).is_file()]
     assert not missing, missing
+
+
+def test_the_consensus_default_keeps_the_random_runs_widths():
+    """With the default allocation, random channels at the consensus widths is the random run."""
+    pairs = [(STUDY / f"consensus-b-0.5-seed{k}", STUDY / f"random-0.5-seed{k}") for k in range(3)]
+    pairs = [(c, r) for c, r in pairs if (c / "metrics.json").is_file() and (r / "metrics.json").is_file()]
+    if not pairs:
+        pytest.skip("no finished pair of runs")
+    for consensus, random in pairs:
+        assert _metrics(consensus)["kept_units"] == _metrics(random)["kept_units"]
+        assert _metrics(consensus)["flops_extracted"] == _metrics(random)["flops_extracted"]
