@@ -61,7 +61,7 @@ class PublishedResult:
         return round(self.baseline_top1 - self.pruned_top1, 2)
 
 
-#: Where the numbers below were taken from (the project's design notes, section 3).
+#: Where the numbers below were taken from (each entry names its paper).
 PUBLISHED_SOURCE = "the papers named in each entry (their own tables)"
 
 #: Published results on CIFAR ResNet-56 (full training schedules). Baselines differ
