@@ -1,7 +1,7 @@
 """Binary gates with a straight-through estimator (STE).
 
 A gated layer has ``C`` units (channels, or one unit for a whole residual block).
-A gate module turns a feature map into a hard 0/1 decision per sample and unit:
+A gate module turns a feature map into a hard 0/1 decision per sample and unit::
 
     s = score(x)            shape (B, C)   logits
     p = sigma(s)            shape (B, C)   gate probabilities

@@ -1,4 +1,4 @@
-"""The one-pass training objective (the book's method chapter):
+"""The one-pass training objective (the book's method chapter)::
 
     L = CE + lambda_sp * R_sp + lambda_pol(step) * R_pol
 

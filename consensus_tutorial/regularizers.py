@@ -12,7 +12,7 @@ The Zhuang form is divided by C (our choice) so that its weight means the same f
 every network size; this does not move its minimisers, which on [0, 1]^C keep a share
 of about ``1/2 - t/4`` of the units at 1 and the rest at 0 (for ``|t| <= 2``).
 
-Sparsity (a user-defined pruning rate ``rho``, keep ratio ``kappa = 1 - rho``):
+Sparsity (a user-defined pruning rate ``rho``, keep ratio ``kappa = 1 - rho``)::
 
     R_sp = (sum_j w_j pbar_j / sum_j w_j - kappa)^2
 

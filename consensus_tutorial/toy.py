@@ -7,7 +7,7 @@ Two toys, both built from the package's own pieces (:func:`~consensus_tutorial.b
   while the loss wants ``a``. The task loss ``(g w - a)^2`` sees only the hard gate
   ``g = 1[p >= 0.5]``; its gradient reaches the logit through the straight-through
   estimator (STE). It shows *why* a hard gate can learn at all, and where it stops.
-* :func:`simulate`: ``C`` static gates (one logit per unit, ``p = sigma(theta)``) under
+* :func:`simulate`: ``C`` static gates (one logit per unit, ``p = sigma(theta)``) under::
 
       L = lambda_pol * R_pol(p) + lambda_sp * R_sp(keep, target_rate) - lambda_task * mean_j(u_j g_j)
 
