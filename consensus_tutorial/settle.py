@@ -63,6 +63,7 @@ class Settler:
     record: dict = field(default_factory=dict)
     #: every reading until the freeze, as [step, removed share, flipped share or None]
     trace: list = field(default_factory=list)
+    _dense_flops: float | None = field(default=None, repr=False)
 
     @property
     def every(self) -> int:
@@ -72,8 +73,9 @@ class Settler:
     def removed_share(self, model: torch.nn.Module, masks: Masks) -> float:
         """The share of FLOPs (or of gated units) that ``masks`` remove."""
         if self.flops_aware:
-            full = {n: torch.ones_like(m) for n, m in masks.items()}
-            return 1.0 - predicted_flops(model, masks) / predicted_flops(model, full)
+            if self._dense_flops is None:  # the same for every reading: counted once
+                self._dense_flops = predicted_flops(model, {n: torch.ones_like(m) for n, m in masks.items()})
+            return 1.0 - predicted_flops(model, masks) / self._dense_flops
         kept = sum(int(m.sum()) for m in masks.values())
         return 1.0 - kept / sum(m.numel() for m in masks.values())
 

@@ -304,10 +304,11 @@ def _gate_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     groups = []
     for name, gate in gates.items():
         lr = config.gate_lr * scale[name]
-        inputs = {id(p) for p in gate.input_parameters()}
-        groups.append({"params": [p for p in gate.parameters() if id(p) not in inputs], "lr": lr})
+        inputs = gate.input_parameters()
+        ids = {id(p) for p in inputs}
+        groups.append({"params": [p for p in gate.parameters() if id(p) not in ids], "lr": lr})
         if inputs:
-            groups.append({"params": gate.input_parameters(), "lr": lr * config.gate_input_lr_scale})
+            groups.append({"params": inputs, "lr": lr * config.gate_input_lr_scale})
     return groups
 
 
