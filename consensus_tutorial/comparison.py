@@ -31,9 +31,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .flops import block_flops
-from .plots import FONT, STAGE_COLORS
+from .plots import COLUMN_WIDTH, FONT, STAGE_COLORS
 
 FLOPS_NOTE = "FLOPs: multiply-accumulates of conv + linear layers per image (fvcore)"
 
@@ -304,11 +305,6 @@ POSITION_WORDS = {
 
 
 # ----------------------------------------------------------------------------- plots
-
-
-#: the widest figure, in inches, that the book's text column shows at full size (wider
-#: figures are scaled down, and their text with them)
-COLUMN_WIDTH = 7.6
 
 
 def subplots(n: int, panel=(6.0, 4.2), stack: bool = False, **kwargs):
@@ -605,34 +601,26 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], *, flops_dense: f
     """Three panels from a run's ``history.json``: test top-1 with live gates, the FLOPs the
     current masks would give the extracted network (percent of dense; needs
     ``flops_dense`` and a gated run) and the consensus disagreement, per epoch. ``stack``
-    puts the panels one above the other."""
+    puts the panels one above the other. One curve per panel, named by its title (no legend)."""
     epochs = [h["epoch"] for h in history]
     gated = bool(history) and "flops_masked" in history[0]
     fig, axes = subplots(3 if gated else 1, panel=(6.0, 3.4) if stack else (4.6, 3.6), stack=stack)
-    ax = axes[0]
-    ax.plot(epochs, [h["top1_gated"] for h in history], marker="o", label="test top-1 (live gates)")
-    ax.set(title="Test top-1", xlabel="epoch", ylabel="top-1 (%)")
+    axes[0].plot(epochs, [h["top1_gated"] for h in history], marker="o")
+    axes[0].set(title="Test top-1 (live gates)", ylabel="top-1 (%)")
     if gated:
-        ax = axes[1]
         if flops_dense:
-            ax.plot(epochs, [100 * h["flops_masked"] / flops_dense for h in history], marker="o",
-                    color="#d95f02", label="FLOPs of the current masks")
-            ax.set_ylabel("FLOPs kept (% of dense)")
-            ax.set_ylim(0, 105)
+            axes[1].plot(epochs, [100 * h["flops_masked"] / flops_dense for h in history], marker="o", color="#d95f02")
+            axes[1].set(ylabel="% of dense FLOPs", ylim=(0, 105))
         else:
-            ax.plot(epochs, [h["flops_masked"] / 1e6 for h in history], marker="o", color="#d95f02",
-                    label="FLOPs of the current masks")
-            ax.set_ylabel("FLOPs (M MACs / image)")
-        ax.set(title="FLOPs of the masks", xlabel="epoch")
-        ax = axes[2]
-        ax.plot(epochs, [100 * h.get("disagreement", 0.0) for h in history], marker="o", color="#7570b3",
-                label="live decisions differing from the mask")
-        ax.set(title="Consensus disagreement", xlabel="epoch", ylabel="disagreement (% of decisions)")
-        ax.set_ylim(bottom=0)
+            axes[1].plot(epochs, [h["flops_masked"] / 1e6 for h in history], marker="o", color="#d95f02")
+            axes[1].set_ylabel("M MACs / image")
+        axes[1].set_title("FLOPs of the masks")
+        axes[2].plot(epochs, [100 * h.get("disagreement", 0.0) for h in history], marker="o", color="#7570b3")
+        axes[2].set(title="Disagreement", ylabel="% of live decisions")
+        axes[2].set_ylim(bottom=0)
     for ax in axes:
-        if len(epochs) <= 20:
-            ax.set_xticks(epochs)
-        ax.legend(loc="best", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title}\n{FLOPS_NOTE}" if gated else title)
     return fig

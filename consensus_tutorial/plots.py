@@ -53,6 +53,11 @@ def use_book_style() -> None:
     plt.rcParams.update(FONT)
 
 
+#: the widest figure, in inches, that the book's text column shows at full size (wider
+#: figures are scaled down, and their text with them); every figure here is at most this wide
+COLUMN_WIDTH = 7.6
+
+
 def _new_axes(ax=None, figsize=(6.0, 4.0)):
     if ax is not None:
         return ax.figure, ax
@@ -62,8 +67,11 @@ def _new_axes(ax=None, figsize=(6.0, 4.0)):
 
 
 def _grid(n: int, ncols: int, panel=(3.6, 2.9), sharex=True, sharey=True):
+    """``n`` panels in rows of ``ncols``, narrowed (with their height) to fit ``COLUMN_WIDTH``."""
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
+    scale = min(1.0, COLUMN_WIDTH / (panel[0] * ncols))
+    panel = (panel[0] * scale, panel[1] * max(scale, 0.8))
     with plt.rc_context(FONT):
         fig, axes = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows),
                                  sharex=sharex, sharey=sharey, squeeze=False, layout="constrained")
@@ -148,7 +156,7 @@ def plot_gate_probabilities(p, *, threshold: float = 0.5, ax=None, title: str | 
     per_sample = p if p.ndim == 2 else None
     pbar = p.mean(0) if p.ndim == 2 else p
     units = np.arange(len(pbar))
-    fig, ax = _new_axes(ax, figsize=(max(7.5, 0.3 * len(pbar) + 2.5), 3.6))
+    fig, ax = _new_axes(ax, figsize=(COLUMN_WIDTH, 3.6))
     colors = [OPEN_COLOR if v >= threshold else CLOSED_COLOR for v in pbar]
     ax.bar(units, pbar, color=colors, width=0.8)
     if per_sample is not None:
@@ -164,7 +172,7 @@ def plot_gate_probabilities(p, *, threshold: float = 0.5, ax=None, title: str | 
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set(title=title or "Gate probability per channel", xlabel="channel index j",
            ylabel="gate probability p" if per_sample is None else "gate probability p (bars: batch mean)", ylim=(0, 1.05))
-    ax.set_xticks(units)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=min(len(units), 16), integer=True))
     return fig
 
 
@@ -176,18 +184,18 @@ def plot_one_gate(runs: Mapping[str, Any], *, title: str = "One gate trained thr
     gate probability p over the steps, and the gradient dL/dp that reached p (what the STE
     passed on from dL/dg, plus the polarizer's own gradient); one legend below."""
     with plt.rc_context(FONT):
-        fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.6), layout="constrained")
+        fig, axes = plt.subplots(2, 1, figsize=(COLUMN_WIDTH, 6.4), layout="constrained", sharex=True)
     for label, run in runs.items():
         (line,) = axes[0].plot(run.steps, run.p[:, 0], linewidth=2, label=label)
         axes[1].plot(run.steps, run.terms["grad_p"], color=line.get_color(), linewidth=1.8)
     axes[0].axhline(0.5, **THRESHOLD_STYLE, label="threshold p = 0.5")
-    axes[0].set(title="Gate probability", xlabel="optimisation step", ylabel="gate probability p", ylim=(-0.02, 1.02))
+    axes[0].set(title="Gate probability", ylabel="gate probability p", ylim=(-0.02, 1.02))
     axes[1].axhline(0.0, color="0.6", linewidth=0.8)
     axes[1].set(title="Gradient reaching p (STE, plus polarizer)", xlabel="optimisation step", ylabel="dL/dp")
     for ax in axes:
         ax.grid(alpha=0.3)
     with plt.rc_context(FONT):
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
     fig.suptitle(title)
     return fig
 
@@ -210,23 +218,29 @@ def plot_trajectories(run, *, ax=None, title: str | None = None, legend: bool = 
     ax.text(0.98, 0.5, f"kept {run.kept_share():.0%}", transform=ax.transAxes, ha="right", va="bottom",
             fontsize=10, bbox=dict(facecolor="white", edgecolor="0.7", alpha=0.85))
     if legend:
-        ax.legend([plt.Line2D([], [], color=OPEN_COLOR), plt.Line2D([], [], color=CLOSED_COLOR),
-                   plt.Line2D([], [], **THRESHOLD_STYLE)],
-                  ["ends open", "ends closed", "threshold 0.5"], loc="lower left", framealpha=0.9)
+        ax.legend(*_trajectory_legend(), loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return fig
+
+
+def _trajectory_legend() -> tuple[list, list[str]]:
+    handles = [plt.Line2D([], [], color=OPEN_COLOR), plt.Line2D([], [], color=CLOSED_COLOR),
+               plt.Line2D([], [], **THRESHOLD_STYLE)]
+    return handles, ["ends open", "ends closed", "threshold 0.5"]
 
 
 def plot_small_multiples(runs: Mapping[str, Any], *, ncols: int = 3, title: str | None = None,
                          panel=(3.8, 3.0)):
     """A grid of :func:`plot_trajectories` panels, one per labelled toy run."""
     fig, _, axes = _grid(len(runs), ncols, panel=panel)
-    for i, (ax, (label, run)) in enumerate(zip(axes, runs.items())):
-        plot_trajectories(run, ax=ax, title=label, legend=(i == 0))
+    for ax, (label, run) in zip(axes, runs.items()):
+        plot_trajectories(run, ax=ax, title=label, legend=False)
         if not ax.get_subplotspec().is_last_row():
             ax.set_xlabel("")
         if not ax.get_subplotspec().is_first_col():
             ax.set_ylabel("")
+    with plt.rc_context(FONT):
+        fig.legend(*_trajectory_legend(), loc="outside lower center", ncol=3)
     if title:
         fig.suptitle(title)
     return fig
@@ -308,7 +322,7 @@ def plot_firing_rates(history: Sequence[Mapping], *, units: Mapping[str, Sequenc
         return np.array(([1.0] if include_start else []) + values)
 
     with plt.rc_context(FONT):
-        fig, axes = plt.subplots(1, 2, figsize=(13.0, 5.2), layout="constrained", sharey=True)
+        fig, axes = plt.subplots(2, 1, figsize=(COLUMN_WIDTH, 7.4), layout="constrained", sharex=True)
     ax = axes[0]
     seen = {}
     styles = ("-", "--", ":", "-.")
@@ -319,9 +333,8 @@ def plot_firing_rates(history: Sequence[Mapping], *, units: Mapping[str, Sequenc
         ax.plot(epochs, series(lambda h: h["mean_firing_rate"][name]), marker="o", markersize=3,
                 color=STAGE_COLORS[stage % len(STAGE_COLORS)], linestyle=styles[k % len(styles)],
                 label=short_gate_name(name))
-    ax.set(title="Mean firing rate per gated layer", xlabel="epoch", ylabel="firing rate r (share of inputs open)",
-           ylim=(-0.03, 1.03))
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8)
+    ax.set(title="Mean firing rate per gated layer", ylabel="firing rate r", ylim=(-0.03, 1.03))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(names) // 14, fontsize=8)
     if units is None:
         units = {}
         for name in names:
@@ -336,12 +349,12 @@ def plot_firing_rates(history: Sequence[Mapping], *, units: Mapping[str, Sequenc
         for j, style in zip(idx, ("-", "--", ":", "-.") * 8):
             ax.plot(epochs, series(lambda h: h["firing_rates"][name][j]), marker="o", markersize=3,
                     color=color, linestyle=style, label=f"{short_gate_name(name)}, unit {j}")
-    ax.set(title="A few single units", xlabel="epoch")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8)
+    ax.set(title="A few single units", xlabel="epoch", ylabel="firing rate r", ylim=(-0.03, 1.03))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     for ax in axes:
         ax.axhline(0.5, **THRESHOLD_STYLE)
         ax.grid(alpha=0.3)
-        ax.set_xticks(epochs)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=12, integer=True))
     fig.suptitle(title)
     return fig
 
@@ -379,7 +392,8 @@ def plot_firing_histograms(history: Sequence[Mapping], *, epochs: Sequence[int] 
         ax.set_xlabel("firing rate r")
     for row in axes2d:
         row[0].set_ylabel("units")
-    axes[0].legend(loc="upper center", fontsize=8)
+    with plt.rc_context(FONT):
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=len(epochs))
     fig.suptitle(title)
     return fig
 
@@ -395,7 +409,7 @@ def plot_disagreement(histories: Mapping[str, Sequence[Mapping]], *, ax=None,
     ax.set(title=title, xlabel="epoch", ylabel="disagreement (% of decisions)")
     ax.set_ylim(bottom=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="best")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return fig
 
@@ -406,13 +420,17 @@ def plot_kept_channels(masks: Mapping[str, Any], *, ax=None, title: str = "Chann
     total = np.array([len(torch.as_tensor(masks[n])) for n in names])
     kept = np.array([int(torch.as_tensor(masks[n]).bool().sum()) for n in names])
     x = np.arange(len(names))
-    fig, ax = _new_axes(ax, figsize=(max(7.0, 0.9 * len(names)), 4.2))
+    fig, ax = _new_axes(ax, figsize=(COLUMN_WIDTH, 4.2))
     ax.bar(x - 0.2, total, width=0.4, color="0.7", label="before (dense)")
     bars = ax.bar(x + 0.2, kept, width=0.4, color=OPEN_COLOR, label="after extraction")
-    ax.bar_label(bars, labels=[f"{k}" for k in kept], fontsize=8, padding=2)
-    ax.set_xticks(x, [short_gate_name(n).replace(", ", "\n") for n in names], fontsize=8)
+    ax.bar_label(bars, labels=[f"{k}" for k in kept], fontsize=8 if len(names) <= 12 else 6, padding=2)
+    if len(names) <= 12:
+        ax.set_xticks(x, [short_gate_name(n).replace(", ", "\n") for n in names], fontsize=8)
+    else:  # many layers: one short label each, turned
+        ax.set_xticks(x, [short_gate_name(n).replace("stage ", "s").replace(", block ", ".b") for n in names],
+                      fontsize=7, rotation=90)
     ax.set(title=title, xlabel="gated layer", ylabel="channels (units)")
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.06), ncol=2, frameon=False)
     ax.grid(alpha=0.3, axis="y")
     return fig
 

@@ -28,7 +28,7 @@ NOTEBOOK_PARAMETERS: dict[str, dict] = {
     "03_gate_histograms": {"EPOCHS": 1, "LIMIT_TRAIN": 64, "LIMIT_TEST": 64, "BATCH_SIZE": 32},
     "04_layer_vs_channel": {"EPOCHS": 1, "LIMIT_TRAIN": 256, "LIMIT_TEST": 128, "LATENCY_REPEATS": 3},
     "05_baselines": {"EPOCHS": 2, "LIMIT_TRAIN": 256, "LIMIT_TEST": 128},
-    "06_full_runs": {"EPOCHS": 2, "LIMIT_TRAIN": 256, "LIMIT_TEST": 128},
+    "06_full_runs": {"TRAIN": True, "EPOCHS": 2, "LIMIT_TRAIN": 256, "LIMIT_TEST": 128},
 }
 
 

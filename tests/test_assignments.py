@@ -697,7 +697,7 @@ def test_grader_score_table(graded):
     assert lines[-1] == f"{len(rows)} notebooks, {solved}/{2 * solved + 3} checks passed"
 
 
-def test_grader_keep_going_gives_partial_credit(released, tmp_path, monkeypatch):
+def test_grader_keep_going_gives_partial_credit(released, tmp_path, monkeypatch, capfd):
     root = tmp_path / "submissions"
     root.mkdir()
     nbformat.write(_partly_solved(released), root / "02_polarizer_and_sparsity.ipynb")
@@ -709,6 +709,11 @@ def test_grader_keep_going_gives_partial_credit(released, tmp_path, monkeypatch)
     assert "NotImplementedError" in result.error
     executed = nbformat.read(result.executed, as_version=4)  # kept, for feedback to the student
     assert any("CHECK sparsity_penalty: PASS" in o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    # the kernel's own log lines (Jupyter's TCP warning, shutdown's "KeyboardInterrupt caught
+    # in kernel") go to kernel.log beside the executed notebook, not into the teacher's terminal
+    err = capfd.readouterr().err
+    assert "IPKernelApp" not in err and "KeyboardInterrupt" not in err
+    assert (Path(result.executed).parent / "kernel.log").is_file()
 
 
 def test_grader_survives_a_timeout(tmp_path):

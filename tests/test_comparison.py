@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 import consensus_tutorial as ct
 from consensus_tutorial import comparison as cmp
+from figure_checks import legends_clear_of_data
 
 # DESIGN.md section 3: (method, dataset, baseline, pruned, FLOPs reduction)
 DESIGN_NUMBERS = [
@@ -99,8 +100,11 @@ def _labelled(fig: Figure) -> None:
     assert visible
     for ax in visible:
         assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
-        assert ax.get_legend() is not None or fig.legends  # a legend per panel, or one for the figure
+        series = [a for a in ax.lines + ax.collections if not a.get_label().startswith("_")]
+        if len(series) > 1:  # a legend for a panel of several series, or one for the figure
+            assert ax.get_legend() is not None or fig.legends
     assert fig.get_size_inches()[0] <= cmp.COLUMN_WIDTH + 0.01  # fits the book's column at full size
+    legends_clear_of_data(fig)
     plt.close(fig)
 
 

@@ -43,3 +43,20 @@ def test_notebook_runs(name, executed_notebooks):
     error = executed_notebooks[name]
     if error is not None:
         pytest.fail(f"{name}.ipynb failed under papermill: {error}")
+
+
+def test_full_runs_notebook_shows_the_shipped_run_without_training(tmp_path):
+    """As the book is built (TRAIN = False), chapter 6 shows the run shipped with the
+    package: its command and figures, in seconds, with no data and no training."""
+    import papermill
+
+    out = tmp_path / "06.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "06_full_runs.ipynb"), str(out), kernel_name="python3",
+                               parameters={"DATA_ROOT": str(tmp_path / "no-data"), "DOWNLOAD": False},
+                               cwd=str(tmp_path), progress_bar=False)
+    cells = json.loads(out.read_text())["cells"]
+    text = "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c["outputs"])
+    images = sum("image/png" in o.get("data", {}) for c in cells if c["cell_type"] == "code" for o in c["outputs"])
+    assert "python -m consensus_tutorial train" in text and "training" not in text.replace("trained", "")
+    assert images == 4
+    assert not (tmp_path / "runs").exists(), "nothing is written when only the shipped run is shown"

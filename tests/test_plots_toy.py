@@ -14,6 +14,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 import consensus_tutorial as ct  # noqa: E402
 from consensus_tutorial import plots, toy, widgets  # noqa: E402
+from figure_checks import legends_clear_of_data  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -23,13 +24,16 @@ def _close_figures():
 
 
 def _labelled(fig: Figure) -> None:
-    """Every visible panel has a title (or the figure one) and both axis labels somewhere in its grid."""
+    """Every visible panel has a title (or the figure one) and both axis labels somewhere in
+    its grid; the figure fits the book's column; no legend covers data."""
     assert isinstance(fig, Figure)
     axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
     assert axes
     assert any(ax.get_xlabel() for ax in axes) and any(ax.get_ylabel() for ax in axes)
     for ax in axes:
         assert ax.get_title() or fig._suptitle is not None
+    assert fig.get_size_inches()[0] <= plots.COLUMN_WIDTH + 0.01, "wider than the book's text column"
+    legends_clear_of_data(fig)
 
 
 # ----------------------------------------------------------------------------- one gate
@@ -185,6 +189,15 @@ def test_training_plots_return_labelled_figures():
     _labelled(plots.plot_disagreement({"dynamic": history, "static": history}))
     masks = {n: torch.arange(g.units) % 2 == 0 for n, g in gates.items()}
     _labelled(plots.plot_kept_channels(masks))
+
+
+def test_plots_of_a_deep_wide_network_still_fit_the_column():
+    """ResNet-56 has 27 gated layers and 64-channel gates: the figures stay column-wide."""
+    model = ct.cifar_resnet(56, gating="channel", gate="static")
+    gates = ct.gate_modules(model)
+    masks = {n: torch.arange(g.units) % 3 > 0 for n, g in gates.items()}
+    _labelled(plots.plot_kept_channels(masks))
+    _labelled(plots.plot_gate_probabilities(torch.rand(8, 64)))
     assert plots.short_gate_name("stages.1.2.gate") == "stage 2, block 3"
 
 

@@ -204,3 +204,21 @@ def test_readme_results_numbers_come_from_committed_runs():
         recorded |= set(re.findall(r"\d+\.\d+", table.read_text()))  # means and spreads the reports computed
     untraced = [q for q in quoted if q not in recorded]
     assert not untraced, f"README quotes {untraced}%, which no committed run's metrics.json records"
+
+
+def test_shipped_runs_are_copies_of_committed_runs():
+    """Every run shipped with the package is byte-for-byte the committed run it names, and
+    its extracted network re-evaluates to the same FLOPs."""
+    from consensus_tutorial import shipped_runs
+
+    assert shipped_runs.names()
+    for name in shipped_runs.names():
+        folder = shipped_runs.folder(name)
+        source = ROOT / shipped_runs.SOURCES[name]
+        for file in shipped_runs.FILES:
+            assert (folder / file).read_bytes() == (source / file).read_bytes(), f"{name}/{file} differs"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert shipped_runs.settings(name) == metrics["config"]
+        assert ct.count_flops(ct.load_subnetwork(folder / "subnetwork.pt")) == metrics["flops_extracted"]
+    with pytest.raises(ValueError, match="shipped runs are"):
+        shipped_runs.folder("no-such-run")

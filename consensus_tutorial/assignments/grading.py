@@ -22,11 +22,13 @@ a row of the table, never a crash of the grader.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -152,6 +154,62 @@ def find_submissions(root: str | os.PathLike) -> list[Path]:
     )
 
 
+#: the file, next to each executed notebook, that receives its kernel's own log lines
+KERNEL_LOG = "kernel.log"
+
+
+def _execute(source: Path, executed: Path, workdir: Path, parameters: Mapping[str, Any], *,
+             timeout: float | None, kernel: str, keep_going: bool) -> tuple[str | None, bool]:
+    """Run ``source`` into ``executed`` with papermill; (error or None, whether a cell raised)."""
+    import papermill
+
+    try:
+        papermill.execute_notebook(
+            str(source), str(executed), parameters=parameters, kernel_name=kernel, cwd=str(workdir),
+            progress_bar=False, execution_timeout=timeout, allow_errors=keep_going, language="python",
+        )
+    except Exception as error:  # noqa: BLE001 - errors, timeouts, dead kernels all end up in the table
+        return _describe_error(error), getattr(error, "ename", None) is not None
+    return None, False
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]):
+    """Set environment variables (which the kernel inherits) for the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _kernel_log(path: Path):
+    """Send this process's standard error, which the kernel inherits, to ``path`` for the block.
+
+    The kernel's own log lines are not the student's output and would otherwise interleave
+    with the grader's table: Jupyter's TCP warning, and "KeyboardInterrupt caught in kernel",
+    which ipykernel writes when jupyter_client shuts a kernel down (it sends an interrupt,
+    SIGINT, before the shutdown request, even when nothing is running)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def grade_notebook(
     path: str | os.PathLike,
     root: str | os.PathLike,
@@ -163,9 +221,8 @@ def grade_notebook(
     keep_going: bool = False,
     threads: int | None = None,
 ) -> NotebookGrade:
-    """Run one notebook (in a copy, inside ``workdir``) and score its checks."""
-    import papermill
-
+    """Run one notebook (in a copy, inside ``workdir``) and score its checks; the kernel's
+    own log lines go to ``workdir/kernel.log``."""
     # absolute paths: the kernel runs inside workdir, where a relative path means something else
     path, root, workdir = Path(path).resolve(), Path(root).resolve(), Path(workdir).resolve()
     student, file = _student_and_file(path, root)
@@ -191,25 +248,10 @@ def grade_notebook(
     env = {RESULTS_ENV: str(results_file)}
     if threads:
         env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    saved = {k: os.environ.get(k) for k in env}
     started = time.perf_counter()
-    try:
-        os.environ.update(env)
-        papermill.execute_notebook(
-            str(source), str(executed), parameters=run_parameters, kernel_name=kernel, cwd=str(workdir),
-            progress_bar=False, execution_timeout=timeout, allow_errors=keep_going, language="python",
-        )
-    except Exception as error:  # noqa: BLE001 - errors, timeouts, dead kernels all end up in the table
-        grade.error = _describe_error(error)
-        cell_error = getattr(error, "ename", None) is not None  # a cell raised (not a timeout or a dead kernel)
-    else:
-        cell_error = False
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with _environment(env), _kernel_log(workdir / KERNEL_LOG):
+        grade.error, cell_error = _execute(source, executed, workdir, run_parameters, timeout=timeout,
+                                           kernel=kernel, keep_going=keep_going)
     grade.seconds = time.perf_counter() - started
     reported = read_results_file(results_file)
     executed_nb = None
