@@ -24,14 +24,21 @@ from .configs import names as config_names
 from .data import DATASETS
 from .models import ARCHS
 from .objective import ALLOCATIONS
+from .positions import channel_positions
+from .regularizers import POLARIZERS
 from .training import GATE_LR_SCALES, GATE_OPTIMIZERS, SCHEDULES_BY_NAME, SETTLE_CHOICES, TrainConfig
 
-FLAG_CHOICES = {
-    "dataset": DATASETS, "arch": ARCHS, "method": METHODS, "gating": ("none", "layer", "channel"),
-    "position": ("a", "b", "c"), "gate": ("dynamic", "static"), "polarizer": ("bimodal", "zhuang"),
-    "schedule": tuple(SCHEDULES_BY_NAME), "sparsity_on": ("hard", "soft"), "gate_optimizer": tuple(GATE_OPTIMIZERS),
-    "allocation": ("auto", *ALLOCATIONS), "settle": SETTLE_CHOICES, "gate_lr_scale": GATE_LR_SCALES,
-}
+def flag_choices() -> dict[str, tuple]:
+    """The allowed values of the flags that take a name, read from the package's tables when
+    the parser is built (so a polarizer or method registered before that is a choice)."""
+    return {
+        "dataset": DATASETS, "arch": ARCHS, "method": tuple(METHODS), "gating": ("none", "layer", "channel"),
+        "position": channel_positions(), "gate": ("dynamic", "static"), "polarizer": tuple(POLARIZERS),
+        "schedule": tuple(SCHEDULES_BY_NAME), "sparsity_on": ("hard", "soft"), "gate_optimizer": tuple(GATE_OPTIMIZERS),
+        "allocation": ("auto", *ALLOCATIONS), "settle": SETTLE_CHOICES, "gate_lr_scale": GATE_LR_SCALES,
+    }
+
+
 HELP = {
     "dataset": "data set", "data_root": "folder with the data (official layout or JPEG packs); "
     "default $CONSENSUS_TUTORIAL_DATA or ~/.cache/consensus-tutorial/data",
@@ -76,6 +83,7 @@ HELP = {
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    choices = flag_choices()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = "none" if f.default is None else f.default
@@ -84,8 +92,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
         kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
-        if f.name in FLAG_CHOICES:
-            kwargs["choices"] = FLAG_CHOICES[f.name]
+        if f.name in choices:
+            kwargs["choices"] = choices[f.name]
         parser.add_argument(flag, type=kind, **kwargs)
 
 

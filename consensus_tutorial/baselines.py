@@ -26,10 +26,11 @@ gate is only the mask that the surgery reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +40,6 @@ from .consensus import freeze_gates, gate_modules
 from .flops import predicted_flops
 from .models import ResNet
 from .regularizers import polarization
-
-METHODS = ("consensus", "dense", "dropout", "random", "l1", "bn-polarization")
 
 
 def masks_for_flops(
@@ -236,27 +235,64 @@ class BNPolarizationHooks(PruneAtHooks):
         return any(not bool(g.mask.all()) for g in gate_modules(model).values())
 
 
+@dataclass(frozen=True)
+class Method:
+    """One method the training loop can run.
+
+    Attributes:
+        hooks: ``config -> MethodHooks``, what the method adds to the loop.
+        model: the gating settings its model is built with, over the config's (``{}``:
+            the config's own; ``{"gating": None}``: a dense model).
+        min_epochs: the fewest epochs it can run (a method that prunes during training
+            and fine-tunes afterwards needs 2).
+        summary: one line for ``--help`` and the book.
+    """
+
+    hooks: Callable[[Any], MethodHooks]
+    model: Mapping[str, Any] = field(default_factory=dict)
+    min_epochs: int = 1
+    summary: str = ""
+
+
+#: name -> method; :func:`register_method` adds one, and ``TrainConfig``, the training
+#: loop and the command line (``--method``) all read this table
+METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, hooks: Callable[[Any], MethodHooks], *, model: Mapping[str, Any] | None = None,
+                    min_epochs: int = 1, summary: str = "") -> Method:
+    """Make ``name`` a method everywhere (``TrainConfig(method=name)``, ``--method name``)."""
+    if name in METHODS:
+        raise ValueError(f"a method called {name!r} is already registered.")
+    METHODS[name] = Method(hooks, dict(model or {}), min_epochs, summary)
+    return METHODS[name]
+
+
+def _random_hooks(config) -> PruneAtHooks:
+    generator = torch.Generator().manual_seed(config.seed)
+    return PruneAtHooks(
+        config, lambda m: {n: torch.rand(g.units, generator=generator) for n, g in gate_modules(m).items()},
+        uniform=True, at_start=True)
+
+
+#: the model of the pruned baselines: frozen static gates at position b, read by the surgery
+_MASKED_B = {"gating": "channel", "position": "b", "gate": "static"}
+
+register_method("consensus", MethodHooks, summary="live gates, STE, polarizer and sparsity target (this package)")
+register_method("dense", MethodHooks, model={"gating": None}, summary="no gates, no pruning")
+register_method("dropout", DropoutHooks, model={"gating": None}, summary="channel dropout at position b")
+register_method("random", _random_hooks, model=_MASKED_B, summary="random channels, fixed before training")
+register_method("l1", lambda config: PruneAtHooks(config, l1_scores, uniform=True, at_start=False),
+                model=_MASKED_B, min_epochs=2, summary="smallest L1 norms pruned after prune_at, then fine-tuning")
+register_method("bn-polarization", BNPolarizationHooks, model=_MASKED_B, min_epochs=2,
+                summary="Zhuang et al. 2020 on the BN scales, pruned after prune_at, then fine-tuning")
+
+
 def method_hooks(config) -> MethodHooks:
-    """The hooks of ``config.method`` (see the module docstring)."""
-    method = config.method
-    if method == "dropout":
-        return DropoutHooks(config)
-    if method == "random":
-        generator = torch.Generator().manual_seed(config.seed)
-        return PruneAtHooks(
-            config, lambda m: {n: torch.rand(g.units, generator=generator) for n, g in gate_modules(m).items()},
-            uniform=True, at_start=True)
-    if method == "l1":
-        return PruneAtHooks(config, l1_scores, uniform=True, at_start=False)
-    if method == "bn-polarization":
-        return BNPolarizationHooks(config)
-    return MethodHooks(config)
+    """The hooks of ``config.method`` (a name in ``METHODS``)."""
+    return METHODS[config.method].hooks(config)
 
 
 def method_model_settings(method: str) -> dict:
     """Gating a method's model is built with (the consensus method keeps the config's)."""
-    if method in ("dense", "dropout"):
-        return {"gating": None}
-    if method in ("random", "l1", "bn-polarization"):
-        return {"gating": "channel", "position": "b", "gate": "static"}
-    return {}
+    return dict(METHODS[method].model)

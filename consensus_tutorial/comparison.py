@@ -33,7 +33,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ._checks import check_choice
 from .flops import block_flops
+from .positions import POSITIONS
 from .plots import COLUMN_WIDTH, FONT, STAGE_COLORS
 
 FLOPS_NOTE = "FLOPs: multiply-accumulates of conv + linear layers per image (fvcore)"
@@ -222,9 +224,12 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = Non
 
 
 def infer_position(spec: Mapping[str, Any]) -> str | None:
-    """The gating a sub-network spec was cut with, as far as the spec shows it:
-    "a" (conv1 inputs cut), "c" (conv2 outputs cut), "b" (hidden channels cut), "layer"
-    (a block's branch removed and nothing else cut), or None (nothing was cut)."""
+    """The gate position a sub-network spec was cut with: the ``position`` it records, or,
+    for a spec saved before it recorded one, as far as its cuts show it: "a" (conv1
+    inputs cut), "c" (conv2 outputs cut), "b" (hidden channels cut), "layer" (a block's
+    branch removed and nothing else cut), or None (nothing was cut)."""
+    if "position" in spec:
+        return spec["position"]
     blocks = spec["blocks"]
     if any(b["in_index"] is not None or b["branch"] == "const_hidden" for b in blocks):
         return "a"
@@ -239,24 +244,9 @@ def infer_position(spec: Mapping[str, Any]) -> str | None:
 
 
 def _units(block: Mapping[str, Any], position: str) -> tuple[int, int]:
-    """(kept, total) gated units of one block spec for a gating ``position``."""
-    branch = block["branch"]
-    if position == "layer":
-        return (0 if branch == "none" else 1), 1
-    if position == "a":
-        total = block["in_channels"]
-        if branch == "const_hidden":
-            return 0, total
-        return (total if block["in_index"] is None else len(block["in_index"])), total
-    if position == "b":
-        total = block["out_channels"]
-        return (0 if branch in ("bias", "none") else block["mid_channels"]), total
-    if position == "c":
-        total = block["out_channels"]
-        if branch == "none":
-            return 0, total
-        return (total if block["out_index"] is None else len(block["out_index"])), total
-    raise ValueError(f"position must be one of 'layer', 'a', 'b', 'c'; got {position!r}.")
+    """(kept, total) gated units of one block spec for a gate ``position``."""
+    check_choice("position", position, tuple(POSITIONS))
+    return POSITIONS[position].count(block)
 
 
 def kept_widths(spec: Mapping[str, Any], position: str | None = None) -> dict[str, int]:
@@ -298,10 +288,6 @@ def _block_label(name: str) -> str:
     return f"s{int(m.group(1)) + 1}.b{int(m.group(2)) + 1}" if m else name
 
 
-POSITION_WORDS = {
-    "layer": "blocks kept (layer gating)", "a": "conv1 input channels kept (position a)",
-    "b": "hidden channels kept (position b)", "c": "conv2 output channels kept (position c)",
-}
 
 
 # ----------------------------------------------------------------------------- plots
@@ -521,7 +507,7 @@ def plot_kept_widths(specs: Mapping[str, Mapping[str, Any]], positions: Mapping[
                 ax.text(xi, 0.5 * r["total"], "dropped" if r["dropped"] else "branch\nremoved", rotation=90,
                         ha="center", va="center", fontsize=8, color="#d62728")
         ax.set_xticks(x, [_block_label(r["block"]) for r in rows], rotation=60, fontsize=8)
-        ylabel = POSITION_WORDS[rows[0]["position"]] if rows else "units kept"
+        ylabel = POSITIONS[rows[0]["position"]].words if rows else "units kept"
         ax.set(title=label, xlabel="residual block (stage.block)", ylabel=ylabel, ylim=(0, top * 1.4))
         ax.grid(alpha=0.3, axis="y")
         handles = [plt.Rectangle((0, 0), 1, 1, color="0.88", ec="0.6")]

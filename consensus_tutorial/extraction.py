@@ -33,6 +33,7 @@ from torch import nn
 from .consensus import consensus_masks, frozen_masks, gate_modules
 from .io import FileFormatError, atomic_torch_save, load_torch_file
 from .models import GatedBasicBlock, ResNet, conv3x3, make_shortcut
+from .positions import POSITIONS, position_name
 
 SPEC_FORMAT = "consensus-tutorial-subnetwork"
 SPEC_VERSION = 1
@@ -58,24 +59,7 @@ def block_spec(name: str, block: GatedBasicBlock, mask: torch.Tensor | None) -> 
     where = block.gated_position
     if where is not None and mask is not None:
         kept = [int(j) for j in torch.as_tensor(mask).bool().nonzero().flatten()]
-        units = block.gate.units
-        if where == "layer":
-            if not kept:
-                spec.update(branch="none", mid_channels=0)
-        elif where == "a":
-            if len(kept) < units:
-                spec["in_index"] = kept
-            if not kept:
-                spec["branch"] = "const_hidden"
-        elif where == "b":
-            spec["mid_channels"] = len(kept)
-            if not kept:
-                spec["branch"] = "bias"
-        elif where == "c":
-            if len(kept) < units:
-                spec["out_index"] = kept
-            if not kept:
-                spec.update(branch="none", mid_channels=0)
+        POSITIONS[where].cut(spec, kept, block.gate.units)
     spec["dropped"] = spec["branch"] == "none" and spec["shortcut"] == "identity"
     return spec
 
@@ -105,7 +89,7 @@ def subnetwork_spec(model: ResNet, masks: Mapping[str, torch.Tensor] | None = No
     return dict(
         format=SPEC_FORMAT, version=SPEC_VERSION, input_shape=list(model.input_shape),
         stem_channels=model.conv1.out_channels, num_classes=model.num_classes,
-        final_channels=model.fc.in_features, blocks=blocks,
+        final_channels=model.fc.in_features, position=position_name(model.gating, model.position), blocks=blocks,
     )
 
 
@@ -216,7 +200,7 @@ def _block_state(block: GatedBasicBlock, spec: Mapping[str, Any], mask: torch.Te
     if branch == "none":
         return state
     mid_index = None
-    if block.gated_position == "b" and spec["mid_channels"] < block.out_channels:
+    if spec["mid_channels"] < block.out_channels:  # the mask named the hidden channels kept
         mid_index = torch.as_tensor(mask).bool().nonzero().flatten().to(block.conv1.weight.device)
     out_index = None if spec["out_index"] is None else torch.tensor(spec["out_index"], device=block.conv2.weight.device)
     if branch == "conv":

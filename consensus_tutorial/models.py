@@ -27,9 +27,12 @@ from torch import nn
 
 from ._checks import check_choice
 from .gates import GATE_KINDS, Gate, make_gate
+from .positions import POSITIONS as GATE_POSITIONS
+from .positions import GatePosition, channel_positions, position_name
 
 GATINGS = (None, "layer", "channel")
-POSITIONS = ("a", "b", "c")
+#: the channel-gate positions (``consensus_tutorial.positions`` holds the table)
+POSITIONS = channel_positions()
 CIFAR_DEPTHS_EXAMPLES = (20, 32, 44, 56, 110)
 
 
@@ -95,7 +98,7 @@ class GatedBasicBlock(nn.Module):
     ):
         super().__init__()
         check_choice("gating", gating, GATINGS)
-        check_choice("position", position, POSITIONS)
+        check_choice("position", position, channel_positions())
         check_choice("gate", gate, GATE_KINDS)
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.gating, self.position = gating, position
@@ -106,38 +109,32 @@ class GatedBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut = make_shortcut(self.shortcut_kind, in_channels, out_channels, stride)
         self.gate: Gate | None = None
-        if gating is not None:
-            units, gate_in, unit = {
-                "layer": (1, in_channels, "block"),
-                "a": (in_channels, in_channels, "channel"),
-                "b": (out_channels, out_channels, "channel"),
-                "c": (out_channels, out_channels, "channel"),
-            }["layer" if gating == "layer" else position]
-            self.gate = make_gate(gate, gate_in, units, depth=gate_depth, **(gate_options or {}))
-            self.gate.unit = unit
+        #: "layer", "a", "b", "c" (a name of ``consensus_tutorial.positions.POSITIONS``) or None
+        self.gated_position = position_name(gating, position)
+        if self.gated_position is not None:
+            where = GATE_POSITIONS[self.gated_position]
+            channels = {"input": in_channels, "hidden": out_channels, "output": out_channels}
+            units = where.units(in_channels, out_channels)
+            self.gate = make_gate(gate, channels[where.reads], units, depth=gate_depth, **(gate_options or {}))
+            self.gate.unit = where.unit
 
-    @property
-    def gated_position(self) -> str | None:
-        """"layer", "a", "b", "c", or None for an ungated block."""
-        if self.gating is None:
-            return None
-        return "layer" if self.gating == "layer" else self.position
+    def _gated(self, point: str, t: torch.Tensor, g: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """At one point of the forward pass: compute the gate if it reads ``t`` here, and
+        scale ``t`` by it (``(B, units)``, broadcast over H and W) if it scales here."""
+        if self.gated_position is None:
+            return t, g
+        where: GatePosition = GATE_POSITIONS[self.gated_position]
+        if where.reads == point:
+            g = self.gate(t)
+        if where.scales == point:
+            t = t * g[:, :, None, None]
+        return t, g
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        where = self.gated_position
         identity = self.shortcut(x)
-        if where == "layer":
-            g_block = self.gate(x)  # (B, 1)
-        if where == "a":
-            x = x * self.gate(x)[:, :, None, None]
-        h = F.relu(self.bn1(self.conv1(x)))
-        if where == "b":
-            h = h * self.gate(h)[:, :, None, None]
-        y = self.bn2(self.conv2(h))
-        if where == "c":
-            y = y * self.gate(y)[:, :, None, None]
-        elif where == "layer":
-            y = y * g_block[:, :, None, None]
+        x, g = self._gated("input", x, None)
+        h, g = self._gated("hidden", F.relu(self.bn1(self.conv1(x))), g)
+        y, g = self._gated("output", self.bn2(self.conv2(h)), g)
         return F.relu(identity + y)
 
 
@@ -164,7 +161,7 @@ class ResNet(nn.Module):
     ):
         super().__init__()
         check_choice("gating", gating, GATINGS)
-        check_choice("position", position, POSITIONS)
+        check_choice("position", position, channel_positions())
         check_choice("gate", gate, GATE_KINDS)
         check_choice("gate_depth", gate_depth, (1, 2))
         if num_classes < 1:

@@ -37,7 +37,7 @@ from ._checks import check_choice
 from .consensus import gate_modules
 from .flops import count_flops, unit_flops
 from .models import ResNet
-from .regularizers import keep_ratio, polarization, sparsity_penalty
+from .regularizers import POLARIZERS, keep_ratio, polarization, sparsity_penalty
 
 
 def _global_allocation(keeps: Sequence[torch.Tensor], weights: Sequence[torch.Tensor | None],
@@ -152,7 +152,7 @@ class Objective:
             r_sp = ALLOCATIONS[self.allocation](keeps, weights, self._kappa)
         if self.min_keep > 0.0:
             r_sp = r_sp + floor_penalty(keeps, weights, self.min_keep)
-        r_pol = polarization(pbar, self.polarizer, self.zhuang_t if self.polarizer == "zhuang" else None)
+        r_pol = polarization(pbar, self.polarizer, self.zhuang_t if POLARIZERS[self.polarizer].takes_t else None)
         lam_pol = self.lambda_pol_at(step)
         lam_sp = self.lambda_sp if step >= self.sparsity_start_steps else 0.0
         loss = ce + lam_sp * r_sp + lam_pol * r_pol

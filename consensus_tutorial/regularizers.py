@@ -21,11 +21,49 @@ with ``w_j = 1`` (share of units) or the FLOPs unit j costs (a FLOPs budget).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
 from ._checks import check_choice, check_rate
 
-POLARIZERS = ("bimodal", "zhuang")
+@dataclass(frozen=True)
+class Polarizer:
+    """One polarization penalty: ``penalty(p, t)`` maps the flat firing probabilities ``p``
+    (shape (C,)) and the trade-off ``t`` (None when ``takes_t`` is False) to a scalar."""
+
+    penalty: Callable[[torch.Tensor, float | None], torch.Tensor]
+    takes_t: bool = False
+    summary: str = ""
+
+
+#: name -> polarizer; :func:`register_polarizer` adds one, and the objective, the toy
+#: problems, ``TrainConfig`` and the command line (``--polarizer``) all read this table
+POLARIZERS: dict[str, Polarizer] = {}
+
+
+def register_polarizer(name: str, penalty: Callable[[torch.Tensor, float | None], torch.Tensor], *,
+                       takes_t: bool = False, summary: str = "") -> Polarizer:
+    """Make ``name`` a polarizer everywhere (``polarization(..., kind=name)``, ``--polarizer name``)."""
+    if name in POLARIZERS:
+        raise ValueError(f"a polarizer called {name!r} is already registered.")
+    POLARIZERS[name] = Polarizer(penalty, takes_t, summary)
+    return POLARIZERS[name]
+
+
+def _bimodal(p: torch.Tensor, t: float | None) -> torch.Tensor:
+    return (p * (1.0 - p)).mean()
+
+
+def _zhuang(p: torch.Tensor, t: float | None) -> torch.Tensor:
+    # pbar lies in [0, 1], so ||pbar||_1 = sum(pbar); written as a sum (not abs) so that a
+    # unit sitting at 0 still feels the slope t (abs has a zero subgradient there).
+    return (t * p.sum() - (p - p.mean()).abs().sum()) / p.numel()
+
+
+register_polarizer("bimodal", _bimodal, summary="mean of p(1 - p)")
+register_polarizer("zhuang", _zhuang, takes_t=True, summary="Zhuang et al. 2020, keeps about 1/2 - t/4")
 
 
 def polarization(pbar: torch.Tensor, kind: str = "bimodal", t: float | None = None) -> torch.Tensor:
@@ -33,22 +71,21 @@ def polarization(pbar: torch.Tensor, kind: str = "bimodal", t: float | None = No
 
     Args:
         pbar: firing probabilities in [0, 1], any shape (flattened to C entries).
-        kind: "bimodal" (mean of p(1 - p)) or "zhuang" (needs ``t``).
-        t: the Zhuang trade-off; the minimisers keep about ``1/2 - t/4`` of units open.
+        kind: a registered polarizer (``POLARIZERS``): "bimodal" (mean of p(1 - p)) or
+            "zhuang" (needs ``t``), or one added with :func:`register_polarizer`.
+        t: the trade-off of a polarizer that takes one (Zhuang: the minimisers keep about
+            ``1/2 - t/4`` of units open).
     """
-    check_choice("kind", kind, POLARIZERS)
+    check_choice("kind", kind, tuple(POLARIZERS))
+    polarizer = POLARIZERS[kind]
     p = pbar.reshape(-1)
     if p.numel() == 0:
         raise ValueError("pbar is empty: the model has no gated units to polarize.")
-    if kind == "bimodal":
-        if t is not None:
-            raise ValueError("t is a parameter of the 'zhuang' polarizer; the 'bimodal' one takes none.")
-        return (p * (1.0 - p)).mean()
-    if t is None:
-        raise ValueError("the 'zhuang' polarizer needs t (for example t=0 keeps about half the units).")
-    # pbar lies in [0, 1], so ||pbar||_1 = sum(pbar); written as a sum (not abs) so that a
-    # unit sitting at 0 still feels the slope t (abs has a zero subgradient there).
-    return (t * p.sum() - (p - p.mean()).abs().sum()) / p.numel()
+    if not polarizer.takes_t and t is not None:
+        raise ValueError(f"the {kind!r} polarizer takes no t; only {[n for n, q in POLARIZERS.items() if q.takes_t]} do.")
+    if polarizer.takes_t and t is None:
+        raise ValueError(f"the {kind!r} polarizer needs t (for zhuang, t=0 keeps about half the units).")
+    return polarizer.penalty(p, t)
 
 
 def keep_ratio(pbar: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

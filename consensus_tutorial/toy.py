@@ -191,12 +191,12 @@ def simulate(
         A :class:`ToyRun` with ``p`` of shape (steps + 1, C) and the terms "loss",
         "polarization", "sparsity", "task" per step.
     """
-    check_choice("polarizer", polarizer, POLARIZERS)
+    check_choice("polarizer", polarizer, tuple(POLARIZERS))
     check_choice("sparsity_on", sparsity_on, ("hard", "soft"))
     check_choice("optimizer", optimizer, OPTIMIZERS)
     check_rate("target_rate", target_rate)
-    if polarizer == "zhuang" and t is None:
-        raise ValueError("the 'zhuang' polarizer needs t (for example t=0.0).")
+    if POLARIZERS[polarizer].takes_t and t is None:
+        raise ValueError(f"the {polarizer!r} polarizer needs t (for example t=0.0).")
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps!r}.")
     if noise < 0:
@@ -220,7 +220,7 @@ def simulate(
     gen = torch.Generator().manual_seed(int(seed) + 1)
     theta = torch.logit(p0).clone().requires_grad_(True)
     step = _step_fn(theta, optimizer, lr, float(units))
-    pol_t = t if polarizer == "zhuang" else None
+    pol_t = t if POLARIZERS[polarizer].takes_t else None
 
     ps = np.empty((steps + 1, units))
     names = ("loss", "polarization", "sparsity", "task")

@@ -38,9 +38,10 @@ from .io import atomic_json, atomic_torch_save, load_torch_file, machine_info, r
 from .flops import count_flops, count_params, predicted_flops, unit_flops
 from .models import ARCHS, ResNet, build_model
 from .objective import ALLOCATIONS, Objective
+from .positions import channel_positions
+from .regularizers import POLARIZERS
 from .settle import Settler, is_live
 
-POLARIZER_CHOICES = ("bimodal", "zhuang")
 SETTLE_CHOICES = ("freeze", "live")
 GATE_LR_SCALES = ("none", "cost")
 
@@ -112,18 +113,21 @@ class TrainConfig:
     widths_from: str | None = None
 
     def validate(self) -> "TrainConfig":
-        """Raise ValueError, naming the allowed values, for any setting out of range."""
+        """The checked config: raise ValueError, naming the allowed values, for any setting
+        out of range; else return a copy with the method's model settings applied (the
+        pruned baselines' frozen gates at position b, no gates for ``dense``). ``self`` is
+        not changed."""
         from .baselines import METHODS, method_model_settings
 
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("arch", self.arch, ARCHS)
-        check_choice("method", self.method, METHODS)
+        check_choice("method", self.method, tuple(METHODS))
         check_choice("gating", self.gating, (None, "layer", "channel"))
-        check_choice("position", self.position, ("a", "b", "c"))
+        check_choice("position", self.position, channel_positions())
         check_choice("gate", self.gate, ("dynamic", "static"))
         check_choice("gate_depth", self.gate_depth, (1, 2))
         check_choice("sparsity_on", self.sparsity_on, ("hard", "soft"))
-        check_choice("polarizer", self.polarizer, POLARIZER_CHOICES)
+        check_choice("polarizer", self.polarizer, tuple(POLARIZERS))
         check_choice("schedule", self.schedule, tuple(SCHEDULES_BY_NAME))
         check_choice("gate_optimizer", self.gate_optimizer, tuple(GATE_OPTIMIZERS))
         check_choice("gate_lr_scale", self.gate_lr_scale, GATE_LR_SCALES)
@@ -132,8 +136,9 @@ class TrainConfig:
         check_rate("target_rate", self.target_rate)
         self._validate_settle()
         self._validate_numbers()
-        if self.polarizer == "zhuang" and self.zhuang_t is None:
-            raise ValueError("polarizer='zhuang' needs zhuang_t (e.g. 0.0 keeps about half of the units).")
+        if POLARIZERS[self.polarizer].takes_t and self.zhuang_t is None:
+            raise ValueError(f"polarizer={self.polarizer!r} needs zhuang_t, its t "
+                             "(e.g. 0.0 keeps about half of the units).")
         if (self.arch == "resnet18") != (self.dataset == "tiny-imagenet"):
             raise ValueError(
                 f"arch {self.arch!r} does not fit dataset {self.dataset!r}: use resnet18 for tiny-imagenet "
@@ -150,14 +155,12 @@ class TrainConfig:
             raise ValueError(f"lr and gate_lr must be positive; got {self.lr!r}, {self.gate_lr!r}.")
         if not 0.0 <= self.pol_warmup <= 1.0 or not 0.0 < self.prune_at < 1.0:
             raise ValueError("pol_warmup must lie in [0, 1] and prune_at in (0, 1).")
-        if self.method in ("l1", "bn-polarization") and self.epochs < 2:
+        if self.epochs < METHODS[self.method].min_epochs:
             raise ValueError(
-                f"method {self.method!r} prunes after a share (prune_at={self.prune_at}) of the epochs and "
-                "fine-tunes for the rest: it needs epochs >= 2."
+                f"method {self.method!r} needs epochs >= {METHODS[self.method].min_epochs} (it prunes after a "
+                f"share, prune_at={self.prune_at}, of the epochs and fine-tunes for the rest)."
             )
-        for key, value in method_model_settings(self.method).items():
-            setattr(self, key, value)
-        return self
+        return dataclasses.replace(self, **method_model_settings(self.method))
 
     def _validate_numbers(self) -> None:
         """Ranges of the numeric settings, each error naming its setting."""
@@ -728,7 +731,7 @@ def run(
     With ``out``, writes there: ``checkpoint.pt`` (every epoch), ``history.json``,
     ``metrics.json`` and ``subnetwork.pt`` (load it with ``ct.load_subnetwork``).
     """
-    config.validate()
+    config = config.validate()
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)

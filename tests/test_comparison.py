@@ -76,7 +76,9 @@ def test_kept_widths_read_an_extracted_spec(gating, position):
     spec = subnet.spec
     expected = {name.removesuffix(".gate"): int(m.sum()) for name, m in masks.items()}
     where = "layer" if gating == "layer" else position
-    assert cmp.infer_position(spec) == where
+    assert cmp.infer_position(spec) == where == spec["position"]
+    saved_before = {k: v for k, v in spec.items() if k != "position"}  # a spec from before it was recorded
+    assert cmp.infer_position(saved_before) == where
     assert cmp.kept_widths(spec) == expected
     assert cmp.kept_widths(spec, where) == expected
     assert cmp.kept_widths(ct.subnetwork_spec(model, masks), where) == expected
