@@ -23,7 +23,7 @@ from .extraction import (
     subnetwork_spec,
 )
 from .flops import count_flops, count_params, measure_latency, predicted_flops, unit_flops, unit_params
-from .gates import DynamicGate, Gate, StaticGate, binarize
+from .gates import DynamicGate, Gate, GateRecord, StaticGate, binarize
 from .models import ResNet, build_model, cifar_resnet, tiny_resnet18
 from .regularizers import keep_ratio, polarization, sparsity_penalty
 from . import data, plots, toy, training, widgets  # noqa: E402  (modules the notebooks use)
@@ -32,7 +32,7 @@ from ._version import __version__
 
 __all__ = [
     "__version__", "data", "plots", "toy", "training", "widgets",
-    "binarize", "Gate", "DynamicGate", "StaticGate",
+    "binarize", "Gate", "GateRecord", "DynamicGate", "StaticGate",
     "polarization", "sparsity_penalty", "keep_ratio",
     "ResNet", "cifar_resnet", "tiny_resnet18", "build_model",
     "gate_modules", "consensus_masks", "freeze_gates", "unfreeze_gates", "frozen_masks",

@@ -83,7 +83,7 @@ def consensus_masks(
     for name, gate in _require_gates(model).items():
         rate = gate.firing_rate.detach().float().cpu()
         mask = rate >= threshold
-        if getattr(gate, "unit", "channel") == "channel":
+        if gate.unit == "channel":
             floor = max(min_channels, math.ceil(min_share * gate.units - 1e-9))
             kept = max(int(mask.sum()), min(floor, gate.units))
             if round_to is not None and kept > 0:

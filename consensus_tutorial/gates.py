@@ -77,6 +77,30 @@ def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
+class GateRecord:
+    """What the live gates decided in one training-mode forward pass, for the objective.
+
+    Pass one to a gated model, ``logits = model(x, record=record)``: every live gate in
+    training mode adds its batch's probabilities ``p`` and hard gates ``g`` (both (B, C),
+    on the autograd graph), in the order of the forward pass (the order of
+    :func:`~consensus_tutorial.gate_modules`). The record belongs to whoever made it: no
+    module keeps a reference, so the graph lives as long as the record does.
+    """
+
+    def __init__(self) -> None:
+        self.gates: list[Gate] = []
+        self.p: list[torch.Tensor] = []
+        self.g: list[torch.Tensor] = []
+
+    def add(self, gate: "Gate", p: torch.Tensor, g: torch.Tensor) -> None:
+        self.gates.append(gate)
+        self.p.append(p)
+        self.g.append(g)
+
+    def __len__(self) -> int:
+        return len(self.gates)
+
+
 class Gate(nn.Module):
     """Base class of the gate modules: STE binarization, firing rate, freezing.
 
@@ -88,18 +112,20 @@ class Gate(nn.Module):
         mask: (C,) the 0/1 mask the gate returns once frozen.
         frozen: scalar bool.
 
-    After each training-mode forward, ``last_p`` and ``last_g`` (both (B, C), attached to
-    the autograd graph) hold the batch's probabilities and hard gates, for the
-    regularizers of the training objective.
+    A training-mode forward given a :class:`GateRecord` adds the batch's probabilities and
+    hard gates to it, for the regularizers of the training objective. ``unit`` says what
+    one unit is: a "channel" or a "block" (a layer gate).
     """
 
-    def __init__(self, units: int, *, momentum: float = 0.9, ste_clip: float | None = None):
+    def __init__(self, units: int, *, unit: str = "channel", momentum: float = 0.9,
+                 ste_clip: float | None = None):
         super().__init__()
         if units < 1:
             raise ValueError(f"a gate needs at least one unit; got units={units}.")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1); got {momentum!r}.")
-        self.units = units
+        check_choice("unit", unit, ("channel", "block"))
+        self.units, self.unit = units, unit
         self.momentum = momentum
         self.ste_clip = ste_clip
         self.register_buffer("firing_rate", torch.ones(units))
@@ -108,8 +134,6 @@ class Gate(nn.Module):
         # A Python copy of ``frozen``: reading the buffer in every forward pass would make
         # the CPU wait for the GPU. Kept in step by freeze/unfreeze and state_dict loads.
         self._is_frozen = False
-        self.last_p: torch.Tensor | None = None
-        self.last_g: torch.Tensor | None = None
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -121,14 +145,16 @@ class Gate(nn.Module):
             s = s.unsqueeze(0).expand(x.shape[0], -1)
         return torch.sigmoid(s)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Hard gates of shape (B, C) for the feature map ``x`` of shape (B, C_in, H, W)."""
+    def forward(self, x: torch.Tensor, record: GateRecord | None = None) -> torch.Tensor:
+        """Hard gates of shape (B, C) for the feature map ``x`` of shape (B, C_in, H, W);
+        in training mode, added to ``record`` (with the probabilities) when one is given."""
         if self._is_frozen:
             return self.mask.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1)
         p = self.probabilities(x)
         g = binarize(p, clip=self.ste_clip)
         if self.training:
-            self.last_p, self.last_g = p, g
+            if record is not None:
+                record.add(self, p, g)
             with torch.no_grad():
                 batch_rate = g.detach().float().mean(0)
                 self.firing_rate.mul_(self.momentum).add_(batch_rate, alpha=1.0 - self.momentum)
@@ -145,7 +171,6 @@ class Gate(nn.Module):
         self.mask.copy_(mask.to(self.mask.dtype) != 0)
         self.frozen.fill_(True)
         self._is_frozen = True
-        self.last_p = self.last_g = None
 
     def unfreeze(self) -> None:
         """Let the gate decide from its input again."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_choice
-from .gates import GATE_KINDS, Gate, make_gate
+from .gates import GATE_KINDS, Gate, GateRecord, make_gate
 from .positions import POSITIONS as GATE_POSITIONS
 from .positions import GatePosition, channel_positions, position_name
 
@@ -115,26 +115,29 @@ class GatedBasicBlock(nn.Module):
             where = GATE_POSITIONS[self.gated_position]
             channels = {"input": in_channels, "hidden": out_channels, "output": out_channels}
             units = where.units(in_channels, out_channels)
-            self.gate = make_gate(gate, channels[where.reads], units, depth=gate_depth, **(gate_options or {}))
-            self.gate.unit = where.unit
+            self.gate = make_gate(gate, channels[where.reads], units, depth=gate_depth, unit=where.unit,
+                                  **(gate_options or {}))
 
-    def _gated(self, point: str, t: torch.Tensor, g: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _gated(self, point: str, t: torch.Tensor, g: torch.Tensor | None,
+               record: GateRecord | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """At one point of the forward pass: compute the gate if it reads ``t`` here, and
         scale ``t`` by it (``(B, units)``, broadcast over H and W) if it scales here."""
         if self.gated_position is None:
             return t, g
         where: GatePosition = GATE_POSITIONS[self.gated_position]
         if where.reads == point:
-            g = self.gate(t)
+            g = self.gate(t, record)
         if where.scales == point:
             t = t * g[:, :, None, None]
         return t, g
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, record: GateRecord | None = None) -> torch.Tensor:
+        """``record``: a :class:`~consensus_tutorial.gates.GateRecord` that a live gate in
+        training mode adds its decisions to (None: not recorded)."""
         identity = self.shortcut(x)
-        x, g = self._gated("input", x, None)
-        h, g = self._gated("hidden", F.relu(self.bn1(self.conv1(x))), g)
-        y, g = self._gated("output", self.bn2(self.conv2(h)), g)
+        x, g = self._gated("input", x, None, record)
+        h, g = self._gated("hidden", F.relu(self.bn1(self.conv1(x))), g, record)
+        y, g = self._gated("output", self.bn2(self.conv2(h)), g, record)
         return F.relu(identity + y)
 
 
@@ -142,7 +145,8 @@ class ResNet(nn.Module):
     """A ResNet of basic blocks: stem conv-BN-ReLU, stages of blocks, average pool, linear.
 
     Input (B, 3, H, W), output logits (B, num_classes). ``architecture`` holds the
-    arguments that rebuild the model, ``input_shape`` the (3, H, W) it was made for.
+    arguments that rebuild the model (a factory's, such as ``family`` and ``depth``, when a
+    factory built it), ``input_shape`` the (3, H, W) it was made for.
     """
 
     def __init__(
@@ -158,12 +162,18 @@ class ResNet(nn.Module):
         gate: str = "dynamic",
         gate_depth: int = 1,
         gate_options: dict | None = None,
+        architecture: dict | None = None,
     ):
         super().__init__()
         check_choice("gating", gating, GATINGS)
         check_choice("position", position, channel_positions())
         check_choice("gate", gate, GATE_KINDS)
         check_choice("gate_depth", gate_depth, (1, 2))
+        self.blocks_per_stage, self.widths, self.shortcut_kind = tuple(blocks_per_stage), tuple(widths), shortcut
+        self.architecture = dict(architecture) if architecture is not None else dict(
+            family="custom", blocks_per_stage=list(blocks_per_stage), widths=list(widths), num_classes=num_classes,
+            shortcut=shortcut, gating=gating, position=position, gate=gate, gate_depth=gate_depth,
+            **(gate_options or {}))
         if num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}.")
         self.input_shape = tuple(input_shape)
@@ -198,14 +208,23 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def dense_copy(self) -> "ResNet":
+        """A freshly initialised ungated ResNet of the same shape: the network this one
+        prunes, whose FLOPs are the dense FLOPs."""
+        return ResNet(self.blocks_per_stage, self.widths, self.num_classes, shortcut=self.shortcut_kind,
+                      input_shape=self.input_shape)
+
     def blocks(self) -> list[tuple[str, GatedBasicBlock]]:
         """All residual blocks in order, with their qualified names (e.g. "stages.1.0")."""
         return [(n, m) for n, m in self.named_modules() if isinstance(m, GatedBasicBlock)]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, record: GateRecord | None = None) -> torch.Tensor:
+        """Logits (B, num_classes); the live gates' decisions go to ``record`` when given
+        (training mode), which is how the one-pass objective reads them."""
         x = F.relu(self.bn1(self.conv1(x)))
         for stage in self.stages:
-            x = stage(x)
+            for block in stage:
+                x = block(x, record)
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.fc(x)
 
@@ -237,16 +256,12 @@ def cifar_resnet(
             f"depth must be 6n+2 with n >= 1, for example one of {CIFAR_DEPTHS_EXAMPLES}; got {depth!r}."
         )
     n = (depth - 2) // 6
-    model = ResNet(
+    return ResNet(
         (n, n, n), (16, 32, 64), num_classes, shortcut="A", input_shape=(3, 32, 32),
-        gating=gating, position=position, gate=gate, gate_depth=gate_depth,
-        gate_options=gate_options,
+        gating=gating, position=position, gate=gate, gate_depth=gate_depth, gate_options=gate_options,
+        architecture=dict(family="cifar", depth=depth, num_classes=num_classes, gating=gating, position=position,
+                          gate=gate, gate_depth=gate_depth, **gate_options),
     )
-    model.architecture = dict(
-        family="cifar", depth=depth, num_classes=num_classes, gating=gating, position=position,
-        gate=gate, gate_depth=gate_depth, **gate_options,
-    )
-    return model
 
 
 def tiny_resnet18(
@@ -261,16 +276,12 @@ def tiny_resnet18(
 
     Four stages of two blocks, widths 64/128/256/512. Arguments as in :func:`cifar_resnet`.
     """
-    model = ResNet(
+    return ResNet(
         (2, 2, 2, 2), (64, 128, 256, 512), num_classes, shortcut="B", input_shape=(3, 64, 64),
-        gating=gating, position=position, gate=gate, gate_depth=gate_depth,
-        gate_options=gate_options,
+        gating=gating, position=position, gate=gate, gate_depth=gate_depth, gate_options=gate_options,
+        architecture=dict(family="tiny", depth=18, num_classes=num_classes, gating=gating, position=position,
+                          gate=gate, gate_depth=gate_depth, **gate_options),
     )
-    model.architecture = dict(
-        family="tiny", depth=18, num_classes=num_classes, gating=gating, position=position,
-        gate=gate, gate_depth=gate_depth, **gate_options,
-    )
-    return model
 
 
 ARCHS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18")

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_choice
-from .consensus import gate_modules
+from .gates import GateRecord
 from .flops import count_flops, unit_flops
 from .models import ResNet
 from .regularizers import POLARIZERS, keep_ratio, polarization, sparsity_penalty
@@ -79,7 +79,7 @@ def keep_target(model: ResNet, target_rate: float, flops_aware: bool) -> tuple[f
     if not flops_aware:
         return 1.0 - target_rate, None
     costs = torch.cat(list(unit_flops(model).values())).double()
-    dense = float(count_flops(_plain_copy(model)))
+    dense = float(count_flops(model.dense_copy()))
     gated = float(costs.sum())
     fixed = dense - gated
     kappa = ((1.0 - target_rate) * dense - fixed) / gated
@@ -91,14 +91,6 @@ def keep_target(model: ResNet, target_rate: float, flops_aware: bool) -> tuple[f
             f"Choose a target below {reachable:.2f}, or another gating position."
         )
     return kappa, (costs / costs.sum()).float()
-
-
-def _plain_copy(model: ResNet) -> ResNet:
-    from .models import build_model
-
-    arch = model.architecture
-    name = "resnet18" if arch["family"] == "tiny" else f"resnet{arch['depth']}"
-    return build_model(name, arch["num_classes"])
 
 
 @dataclass
@@ -135,17 +127,20 @@ class Objective:
             return self.lambda_pol
         return self.lambda_pol * min(1.0, step / self.pol_warmup_steps)
 
-    def __call__(self, model: ResNet, logits: torch.Tensor, labels: torch.Tensor, step: int):
-        """Returns (loss, {"ce", "sparsity", "polarization", "lambda_pol"} as floats)."""
+    def __call__(self, model: ResNet, logits: torch.Tensor, labels: torch.Tensor, step: int,
+                 record: GateRecord | None = None):
+        """Returns (loss, {"ce", "sparsity", "polarization", "lambda_pol"} as floats).
+
+        ``record``: the :class:`~consensus_tutorial.gates.GateRecord` of the forward pass
+        that made ``logits`` (None or empty: an ungated model, or every gate frozen, and
+        the loss is the cross-entropy alone)."""
         ce = F.cross_entropy(logits.float(), labels)
-        gates = [g for g in gate_modules(model).values() if g.last_p is not None]
-        if not gates:  # ungated, or every gate frozen
+        if record is None or not len(record):
             return ce, {"ce": ce.item(), "sparsity": 0.0, "polarization": 0.0, "lambda_pol": 0.0}
         if self._kappa is None:
             self.attach(model)
-        pbar = torch.cat([g.last_p.float().mean(0) for g in gates])
-        source = "last_p" if self.sparsity_on == "soft" else "last_g"
-        keeps = [getattr(g, source).float().mean(0) for g in gates]
+        pbar = torch.cat([p.float().mean(0) for p in record.p])
+        keeps = [h.float().mean(0) for h in (record.p if self.sparsity_on == "soft" else record.g)]
         weights = self._weights_per_gate(keeps)
         r_sp = pbar.new_zeros(())
         if self._kappa < 1.0:
@@ -156,8 +151,6 @@ class Objective:
         lam_pol = self.lambda_pol_at(step)
         lam_sp = self.lambda_sp if step >= self.sparsity_start_steps else 0.0
         loss = ce + lam_sp * r_sp + lam_pol * r_pol
-        for g in gates:  # the graph is consumed once; do not keep it alive
-            g.last_p = g.last_g = None
         terms = {"ce": ce.item(), "sparsity": r_sp.item(), "polarization": r_pol.item(), "lambda_pol": lam_pol}
         return loss, terms
 

@@ -34,6 +34,7 @@ from .consensus import DisagreementCounter, consensus_masks, freeze_gates, froze
 from .data import DATA_ENV, BatchLoader, DATASETS, ImageSet, dataset_info, load_dataset
 from .data import data_root as data_root_of
 from .extraction import PrunedResNet, extract_subnetwork, save_subnetwork
+from .gates import GateRecord
 from .io import atomic_json, atomic_torch_save, load_torch_file, machine_info, remove_stale_temporaries
 from .flops import count_flops, count_params, predicted_flops, unit_flops
 from .models import ARCHS, ResNet, build_model
@@ -543,9 +544,10 @@ class _Loop:
     def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float]:
         """One optimizer step; returns the loss terms as floats."""
         net, optimizers = self.trainee.net, self.trainee.optimizers
+        record = None if self.trainee.handed_over else GateRecord()
         with _autocast(self.device, self.config.amp):
-            logits = net(x)
-        loss, terms = self.objective(net, logits, y, step)
+            logits = net(x) if record is None else net(x, record=record)
+        loss, terms = self.objective(net, logits, y, step, record)
         loss = loss + self.hooks.extra_loss(self.model)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)

@@ -49,8 +49,9 @@ def test_objective_uniform_pulls_each_layer_to_its_share():
 
     objective = Objective(target_rate=0.5, allocation="uniform", lambda_pol=0.0).attach(model)
     model.train()
-    logits = model(torch.randn(4, 3, 32, 32))
-    loss, terms = objective(model, logits, torch.zeros(4, dtype=torch.long), 0)
+    record = ct.GateRecord()
+    logits = model(torch.randn(4, 3, 32, 32), record=record)
+    loss, terms = objective(model, logits, torch.zeros(4, dtype=torch.long), 0, record)
     kappa = objective._kappa
     assert terms["sparsity"] == pytest.approx((1.0 - kappa) ** 2, rel=1e-5)  # every gate open at the start
 

@@ -1,4 +1,4 @@
-"""Binary gates: STE binarization, initial state, firing-rate EMA, freezing, last_p/last_g."""
+"""Binary gates: STE binarization, initial state, firing-rate EMA, freezing, the gate record."""
 
 from __future__ import annotations
 
@@ -173,7 +173,9 @@ def test_firing_rate_does_not_move_in_eval_mode():
     out = gate(torch.zeros(6, 1, 2, 2))
     assert torch.equal(out, torch.zeros(6, 3))
     assert torch.equal(gate.firing_rate, torch.ones(3))
-    assert gate.last_p is None and gate.last_g is None
+    record = ct.GateRecord()
+    gate(torch.zeros(6, 1, 2, 2), record)
+    assert len(record) == 0  # eval mode records nothing
     gate.train()
     gate(torch.zeros(6, 1, 2, 2))
     torch.testing.assert_close(gate.firing_rate, torch.full((3,), 0.9))
@@ -203,9 +205,11 @@ def test_freeze_returns_mask_for_any_input(kind):
         out = gate(x)
         assert out.shape == (3, 5)
         assert torch.equal(out, mask.float().expand(3, -1))
-    # a frozen gate does not update its firing rate nor keep p/g
+    # a frozen gate does not update its firing rate nor record p/g
     assert torch.equal(gate.firing_rate, torch.ones(5))
-    assert gate.last_p is None and gate.last_g is None
+    record = ct.GateRecord()
+    gate(torch.zeros(2, 8, 1, 1), record)
+    assert len(record) == 0
     # the frozen output follows the input dtype
     assert gate(torch.zeros(2, 8, 1, 1, dtype=torch.float64)).dtype == torch.float64
     gate.unfreeze()
@@ -229,25 +233,27 @@ def test_freeze_wrong_shape_raises(shape):
     assert not bool(gate.frozen)
 
 
-# ----------------------------------------------------------------------------- last_p / last_g
+# ----------------------------------------------------------------------------- the gate record
 
 
 @pytest.mark.parametrize("kind,depth", [("dynamic", 1), ("dynamic", 2), ("static", 1)])
-def test_last_p_and_g_carry_gradients_to_gate_parameters(kind, depth):
+def test_recorded_p_and_g_carry_gradients_to_gate_parameters(kind, depth):
     torch.manual_seed(2)
     gate = make_gate(kind, 6, 4, depth=depth).train()
     x = torch.randn(3, 6, 5, 5)
-    g = gate(x)
-    assert gate.last_p is not None and gate.last_g is not None
-    assert gate.last_p.shape == (3, 4) and gate.last_g.shape == (3, 4)
-    assert gate.last_g is g
-    torch.testing.assert_close(gate.last_p, gate.probabilities(x))
-    assert gate.last_p.requires_grad and gate.last_g.requires_grad
+    record = ct.GateRecord()
+    g = gate(x, record)
+    assert len(record) == 1 and record.gates == [gate]
+    (p_rec,), (g_rec,) = record.p, record.g
+    assert p_rec.shape == (3, 4) and g_rec.shape == (3, 4)
+    assert g_rec is g
+    torch.testing.assert_close(p_rec, gate.probabilities(x))
+    assert p_rec.requires_grad and g_rec.requires_grad
     params = [p for p in gate.parameters()]
     # gradient of the mean firing probability reaches every parameter group of the gate
-    grads_p = torch.autograd.grad(gate.last_p.mean(), params, retain_graph=True)
+    grads_p = torch.autograd.grad(p_rec.mean(), params, retain_graph=True)
     assert all(gr.abs().sum() > 0 for gr in grads_p)
-    grads_g = torch.autograd.grad(gate.last_g.sum(), params)
+    grads_g = torch.autograd.grad(g_rec.sum(), params)
     assert all(gr.abs().sum() > 0 for gr in grads_g)
     # the last layer's bias (or theta) always gets gradient: d sum(g)/d s = p(1-p) per sample
     last = params[-1]
@@ -256,13 +262,14 @@ def test_last_p_and_g_carry_gradients_to_gate_parameters(kind, depth):
     torch.testing.assert_close(grad_last, (p * (1 - p)).sum(0))
 
 
-def test_last_p_not_updated_in_eval_mode():
-    gate = ct.StaticGate(2).train()
-    gate(torch.zeros(1, 1, 1, 1))
-    kept = gate.last_p
-    gate.eval()
-    gate(torch.zeros(4, 1, 1, 1))
-    assert gate.last_p is kept and kept.shape == (1, 2)
+def test_a_model_records_every_live_gate_in_forward_order():
+    model = ct.cifar_resnet(8, gating="channel", gate="static").train()
+    record = ct.GateRecord()
+    model(torch.randn(2, 3, 32, 32), record=record)
+    assert record.gates == list(ct.gate_modules(model).values())
+    model(torch.randn(2, 3, 32, 32))  # no record: nothing is kept anywhere
+    assert len(record) == 3
+    assert not any(hasattr(g, "last_p") for g in record.gates)
 
 
 # ----------------------------------------------------------------------------- freeze_gates

@@ -124,11 +124,12 @@ def test_every_gating_combination_trains(gating, position, gate, depth):
     gates = ct.gate_modules(model)
     assert len(gates) == 3
     x = torch.randn(4, 3, 32, 32)
-    out = model(x)
+    record = ct.GateRecord()
+    out = model(x, record=record)
     assert out.shape == (4, 10)
     assert torch.isfinite(out).all()
-    # the regularizers read last_p from every gate: make the loss depend on them too
-    pbar = torch.cat([g.last_p.mean(0) for g in gates.values()])
+    # the regularizers read the recorded probabilities of every gate: make the loss depend on them too
+    pbar = torch.cat([p.mean(0) for p in record.p])
     loss = torch.nn.functional.cross_entropy(out, torch.arange(4) % 10) + ct.polarization(pbar)
     loss.backward()
     for name, g in gates.items():
@@ -281,3 +282,18 @@ def test_build_model_names():
     assert "arch" in message and "'resnet50'" in message
     for name in ("'resnet20'", "'resnet56'", "'resnet110'", "'resnet18'"):
         assert name in message
+
+
+def test_a_resnet_built_directly_trains_with_a_flops_target():
+    """No attribute comes from a factory: the objective finds the dense FLOPs of any ResNet."""
+    from consensus_tutorial.models import ResNet
+    from consensus_tutorial.objective import Objective
+
+    model = ResNet((1, 1, 1), (16, 32, 64), 10, shortcut="A", input_shape=(3, 32, 32), gating="channel")
+    assert model.architecture["family"] == "custom"
+    assert ct.count_flops(model.dense_copy()) == ct.count_flops(ct.cifar_resnet(8))
+    objective = Objective(target_rate=0.5).attach(model)
+    record = ct.GateRecord()
+    loss, terms = objective(model.train(), model(torch.randn(2, 3, 32, 32), record=record), torch.zeros(2).long(), 0,
+                            record)
+    assert 0.0 < objective._kappa < 1.0 and terms["sparsity"] > 0.0
