@@ -16,8 +16,8 @@
   labelled "published"), :func:`plot_kept_widths`, :func:`plot_block_flops`,
   :func:`plot_latency_vs_flops` and :func:`plot_training_curves`.
 
-FLOPs everywhere are multiply-accumulates of the convolutions and linear layers per image
-(fvcore), as in :mod:`consensus_tutorial.flops`.
+FLOPs everywhere are multiply-accumulates of the convolutions and linear layers per image,
+as in :mod:`consensus_tutorial.flops`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .flops import block_flops
 from .positions import POSITIONS
 from .plots import COLUMN_WIDTH, FONT, STAGE_COLORS
 
-FLOPS_NOTE = "FLOPs: multiply-accumulates of conv + linear layers per image (fvcore)"
+FLOPS_NOTE = "FLOPs: multiply-accumulates of conv + linear layers per image"
 
 # ----------------------------------------------------------------------------- published numbers
 

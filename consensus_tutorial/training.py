@@ -803,6 +803,6 @@ def finish(model: ResNet, fitted: FitResult, test_loader, config: TrainConfig) -
         "params_extracted": count_params(subnet),
         "kept_units": {n: int(m.sum()) for n, m in masks.items()} if masks else {},
         "settle": next((h["settle"] for h in history if "settle" in h), None),
-        "flops_unit": "multiply-accumulates of conv and linear layers per image (fvcore)",
+        "flops_unit": "multiply-accumulates of conv and linear layers per image",
         "config": config.to_dict(),
     }, subnet

@@ -201,3 +201,26 @@ def test_unit_params_hand_values():
     assert float(params["stages.0.0.gate"][0]) == 16 * 9 + 2 + 16 * 9
     assert float(params["stages.2.2.gate"][5]) == 64 * 9 + 2 + 64 * 9
     assert float(params["stages.2.0.gate"][0]) == 32 * 9 + 2 + 64 * 9  # conv1 reads stage 2's 32 channels
+
+
+def test_count_flops_counts_conv_and_linear_macs_only():
+    """Convolutions and linear layers, one multiply-accumulate each; batch norm, ReLU,
+    pooling and biases are not counted (the literature's convention)."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    assert ct.count_flops(model, input_size=(1, 3, 8, 8)) == 3 * 4 * 9 * 8 * 8 + 4 * 2
+
+
+def test_every_committed_subnetwork_counts_the_flops_its_run_recorded():
+    """The runs committed before the switch from fvcore to PyTorch's FlopCounterMode
+    recorded fvcore's counts; the new counter gives the same number for every one."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "results").rglob("subnetwork.pt"))
+    assert len(files) >= 20
+    for file in files:
+        metrics = json.loads((file.parent / "metrics.json").read_text())
+        assert ct.count_flops(ct.load_subnetwork(file)) == metrics["flops_extracted"], file
