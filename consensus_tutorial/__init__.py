@@ -27,11 +27,13 @@ from .gates import DynamicGate, Gate, GateRecord, StaticGate, binarize
 from .models import ResNet, build_model, cifar_resnet, tiny_resnet18
 from .regularizers import keep_ratio, polarization, sparsity_penalty
 from . import data, plots, toy, training, widgets  # noqa: E402  (modules the notebooks use)
+from .training import TrainConfig
+from .training import run as train
 
 from ._version import __version__
 
 __all__ = [
-    "__version__", "data", "plots", "toy", "training", "widgets",
+    "__version__", "data", "plots", "toy", "training", "widgets", "train", "TrainConfig",
     "binarize", "Gate", "GateRecord", "DynamicGate", "StaticGate",
     "polarization", "sparsity_penalty", "keep_ratio",
     "ResNet", "cifar_resnet", "tiny_resnet18", "build_model",
