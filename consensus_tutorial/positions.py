@@ -41,7 +41,7 @@ class GatePosition:
         unit: what one unit is, "channel" or "block".
         cut: ``(block spec, kept unit indices, units) -> None``: marks in the spec what a
             mask keeping ``kept`` removes (``in_index``, ``mid_channels``, ``out_index``,
-            ``branch``; see :func:`~consensus_tutorial.extraction.block_spec`).
+            ``branch``; see ``consensus_tutorial.extraction.block_spec``).
         count: ``block spec -> (kept, total)`` units, read back from a cut spec.
         words: what the kept units are, for plot axes.
     """
