@@ -23,7 +23,6 @@ Run (from the repository root; about a minute on a 2-core CPU):
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -34,17 +33,16 @@ import torch.nn.functional as F
 from machine import machine_info, write_json
 
 import consensus_tutorial as ct
-from consensus_tutorial.data import BatchLoader, load_dataset
-from consensus_tutorial.training import DATA_ENV
+from consensus_tutorial.data import DATA_ENV, BatchLoader, data_root, load_dataset
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-root", default=os.environ.get(DATA_ENV) or str(REPO.parent / "shared" / "data"),
-                   help="folder with CIFAR-10 (packs or official layout)")
+    p.add_argument("--data-root", default=str(data_root()),
+                   help="folder with CIFAR-10 (packs or official layout); default: the package's data folder "
+                   f"(${DATA_ENV}, else ~/.cache/consensus-tutorial/data)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--batches", type=int, default=20, help="batches per timed round")
     p.add_argument("--rounds", type=int, default=4, help="ABBA rounds")

@@ -29,14 +29,14 @@ Run (from the repository root; the real CIFAR-10 data, a few minutes on a 2-core
     .venv/bin/python benchmarks/training_overhead.py --threads 1 --limit-train 1280 --epochs 8
     .venv/bin/python benchmarks/training_overhead.py --arch resnet56 --limit-train 50000 --device cuda
 
-Data: ``--data-root`` (default ``$CONSENSUS_TUTORIAL_DATA``, else ``../shared/data`` beside
-the repository) holding CIFAR-10 as the official layout or the JPEG packs.
+Data: ``--data-root`` (default: the package's data folder, ``$CONSENSUS_TUTORIAL_DATA`` or
+else ``~/.cache/consensus-tutorial/data``; ``make`` points the variable at ``../shared/data``
+when that folder exists) holding CIFAR-10 as the official layout or the JPEG packs.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -47,14 +47,13 @@ from machine import machine_info, write_json
 from tqdm.auto import tqdm
 
 import consensus_tutorial as ct
-from consensus_tutorial.data import BatchLoader, load_dataset
-from consensus_tutorial.training import DATA_ENV, TrainConfig, build_for, fit, select_device
+from consensus_tutorial.data import BatchLoader, data_root, load_dataset
+from consensus_tutorial.training import TrainConfig, build_for, fit, select_device
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def default_root() -> str:
-    return os.environ.get(DATA_ENV) or str((REPO.parent / "shared" / "data").resolve())
+    return str(data_root())
 
 
 

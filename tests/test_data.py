@@ -23,9 +23,10 @@ from consensus_tutorial.data import (
     random_crop_flip,
 )
 
+from conftest import SHARED_DATA
 from fakedata import _decode_rgb, make_cifar, make_pack, make_tiny
 
-SHARED = Path(os.environ.get("CONSENSUS_TUTORIAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED = Path(os.environ.get("CONSENSUS_TUTORIAL_DATA", SHARED_DATA))
 
 
 def _set(images: torch.Tensor, labels, name: str = "cifar10") -> ImageSet:

@@ -49,3 +49,31 @@ def test_every_import_is_declared():
             if not dists & allowed:
                 missing.append(f"{relative} imports {module} ({', '.join(sorted(dists))})")
     assert not missing, "undeclared in pyproject.toml:\n" + "\n".join(missing)
+
+
+#: the book helpers and the course grader: products built on the library, never below it
+HELPERS = {"plots", "comparison", "toy", "widgets", "assignments", "shipped_runs", "runset"}
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The package modules ``path`` imports (first component after ``consensus_tutorial``)."""
+    names = set()
+    depth = len(path.relative_to(PACKAGE).parts) - 1  # how deep in sub-packages the file sits
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            parts = (node.module or "").split(".")
+            if node.level - 1 < depth:  # relative to a sub-package: first part is its sibling
+                parts = [path.relative_to(PACKAGE).parts[0]]
+            names |= {parts[0]} if parts[0] else {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("consensus_tutorial."):
+            names.add(node.module.split(".")[1])
+    return names
+
+
+def test_the_core_library_does_not_import_the_book_helpers_or_the_grader():
+    core = [p for p in PACKAGE.rglob("*.py")
+            if p.relative_to(PACKAGE).parts[0].removesuffix(".py") not in HELPERS | {"__init__", "__main__"}]
+    assert len(core) > 15
+    for path in core:
+        wrong = _package_imports(path) & HELPERS
+        assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}: the core must not depend on them"
