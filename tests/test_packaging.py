@@ -77,3 +77,15 @@ def test_the_core_library_does_not_import_the_book_helpers_or_the_grader():
     for path in core:
         wrong = _package_imports(path) & HELPERS
         assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}: the core must not depend on them"
+
+
+def test_the_readme_python_blocks_run_as_written(tmp_path):
+    """Every ```python block of the README runs, in order, in one fresh interpreter."""
+    import subprocess
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    script = "\n".join(blocks) + "\nfrom consensus_tutorial.training import TrainConfig\n" \
+        "assert TrainConfig(polarizer='squared', method='consensus-static').validate().gate == 'static'\n"
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
