@@ -57,7 +57,8 @@ def build_for(config: TrainConfig) -> ResNet:
     )
 
 
-def load_data(config: TrainConfig, device: torch.device, progress: bool = True) -> tuple[ImageSet, ImageSet]:
+def load_data(config: TrainConfig, progress: bool = True) -> tuple[ImageSet, ImageSet]:
+    """The train and test sets a config names, from its data root (see :func:`default_data_root`)."""
     root = default_data_root(config.data_root)
     train = load_dataset(config.dataset, root, "train", download=config.download,
                          limit=config.limit_train, seed=config.seed, verify_checksums=config.verify_checksums)
@@ -101,7 +102,7 @@ def run(
     torch.manual_seed(config.seed)
     device = select_device(config.device)
     started = time.perf_counter()
-    train_set, test_set = load_data(config, device, progress)
+    train_set, test_set = load_data(config, progress)
     channels_last = device.type == "cuda"
     train_loader = BatchLoader(train_set, config.batch_size, train=True, device=device, seed=config.seed,
                                channels_last=channels_last)
