@@ -514,6 +514,22 @@ def _missing_message(name: str, root: Path, split: str, searched: list[str]) -> 
     )
 
 
+def _find_pack(name: str, root: Path, split: str, searched: list[str]) -> Path | None:
+    """The first usable JPEG pack of ``name``/``split`` in ``root`` or its sub-folder, or None;
+    every place looked at (and why a pack there was skipped) is added to ``searched``."""
+    pack = _pack_name(name, split)
+    for d in (root, root / _INFO[name]["folder"]):
+        path = d / pack
+        if not path.is_file():
+            searched.append(str(path))
+            continue
+        why = _pack_mismatch(path, name)
+        if why is None:
+            return path
+        searched.append(f"{path} (skipped: {why})")
+    return None
+
+
 def load_dataset(name: str, root: str | os.PathLike, split: str = "train", *, download: bool = False,
                  limit: int | None = None, seed: int = 0, verify_checksums: bool = True) -> ImageSet:
     """Load a whole split of a data set into memory as uint8 tensors.
@@ -550,16 +566,9 @@ def load_dataset(name: str, root: str | os.PathLike, split: str = "train", *, do
     root = Path(root).expanduser()
     searched: list[str] = []
 
-    pack = _pack_name(name, split)
-    for d in (root, root / _INFO[name]["folder"]):
-        path = d / pack
-        if not path.is_file():
-            searched.append(str(path))
-            continue
-        why = _pack_mismatch(path, name)
-        if why is None:
-            return _read_pack(path, name, split, limit, seed)
-        searched.append(f"{path} (skipped: {why})")
+    path = _find_pack(name, root, split, searched)
+    if path is not None:
+        return _read_pack(path, name, split, limit, seed)
 
     def find() -> Path | None:
         if name == "tiny-imagenet":

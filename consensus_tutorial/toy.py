@@ -27,7 +27,8 @@ Results come back as :class:`ToyRun` objects holding the whole trajectory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,82 @@ def _step_fn(theta: torch.Tensor, optimizer: str, lr: float, scale: float):
     return step
 
 
+def _checked_lr(polarizer: str, t: float | None, sparsity_on: str, optimizer: str, target_rate: float,
+                steps: int, noise: float, lr: float | None) -> float:
+    """Validate the settings of :func:`simulate`; return the learning rate to use."""
+    check_choice("polarizer", polarizer, tuple(POLARIZERS))
+    check_choice("sparsity_on", sparsity_on, ("hard", "soft"))
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_rate("target_rate", target_rate)
+    if POLARIZERS[polarizer].takes_t and t is None:
+        raise ValueError(f"the {polarizer!r} polarizer needs t (for example t=0.0).")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0; got {steps!r}.")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0; got {noise!r}.")
+    lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
+    if lr <= 0:
+        raise ValueError(f"lr must be positive; got {lr!r}.")
+    return lr
+
+
+def _usefulness_values(usefulness: Sequence[float] | None, units: int) -> torch.Tensor:
+    """The (units,) float64 usefulness u: the given values, or evenly spaced in [-1, 1]."""
+    if usefulness is None:
+        return torch.linspace(-1.0, 1.0, units, dtype=torch.float64)
+    u = torch.as_tensor(np.asarray(usefulness, dtype=np.float64))
+    if u.shape != (units,):
+        raise ValueError(f"usefulness needs one value per unit ({units}); got shape {tuple(u.shape)}.")
+    return u
+
+
+def _simulation_start(units: int, init: str | Sequence[float], usefulness: Sequence[float] | None,
+                      optimizer: str, lr: float, seed: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Generator, Callable[[], None]]:
+    """The starting logits (requiring grad), the usefulness, the noise generator and the
+    update step of :func:`simulate`."""
+    p0 = initial_probs(units, init, seed)
+    u = _usefulness_values(usefulness, units)
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    theta = torch.logit(p0).clone().requires_grad_(True)
+    step = _step_fn(theta, optimizer, lr, float(units))
+    return theta, u, gen, step
+
+
+def _loss_terms(p: torch.Tensor, *, u: torch.Tensor, noise: float, gen: torch.Generator, polarizer: str,
+                pol_t: float | None, sparsity_on: str, target_rate: float, lambda_pol: float,
+                lambda_sp: float, lambda_task: float) -> tuple[torch.Tensor, ...]:
+    """The loss of :func:`simulate` and its terms (loss, polarization, sparsity, task) at
+    probabilities ``p``; draws this step's usefulness noise from ``gen``."""
+    g = binarize(p)
+    r_pol = polarization(p, polarizer, pol_t)
+    r_sp = sparsity_penalty(g if sparsity_on == "hard" else p, target_rate)
+    u_now = u if noise == 0 else u + noise * torch.randn(len(u), generator=gen, dtype=torch.float64)
+    task = -(u_now * g).mean()
+    loss = lambda_pol * r_pol + lambda_sp * r_sp + lambda_task * task
+    return loss, r_pol, r_sp, task
+
+
+def _descend(theta: torch.Tensor, step: Callable[[], None], steps: int,
+             evaluate: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], names: tuple[str, ...]
+             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Run ``steps`` updates of the logits ``theta`` on the first value of ``evaluate(p)``;
+    return the probabilities (steps + 1, C) and every value of ``evaluate`` per step."""
+    ps = np.empty((steps + 1, theta.shape[0]))
+    terms = {k: np.empty(steps + 1) for k in names}
+    for s in range(steps + 1):
+        p = torch.sigmoid(theta)
+        values = evaluate(p)
+        ps[s] = p.detach().numpy()
+        for k, v in zip(names, values):
+            terms[k][s] = float(v.detach())
+        if s == steps:
+            break
+        values[0].backward()
+        step()
+    return ps, terms
+
+
 # ----------------------------------------------------------------------------- many gates
 
 
@@ -191,55 +268,18 @@ def simulate(
         A :class:`ToyRun` with ``p`` of shape (steps + 1, C) and the terms "loss",
         "polarization", "sparsity", "task" per step.
     """
-    check_choice("polarizer", polarizer, tuple(POLARIZERS))
-    check_choice("sparsity_on", sparsity_on, ("hard", "soft"))
-    check_choice("optimizer", optimizer, OPTIMIZERS)
-    check_rate("target_rate", target_rate)
-    if POLARIZERS[polarizer].takes_t and t is None:
-        raise ValueError(f"the {polarizer!r} polarizer needs t (for example t=0.0).")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0; got {steps!r}.")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0; got {noise!r}.")
-    lr = DEFAULT_LR[optimizer] if lr is None else float(lr)
-    if lr <= 0:
-        raise ValueError(f"lr must be positive; got {lr!r}.")
+    lr = _checked_lr(polarizer, t, sparsity_on, optimizer, target_rate, steps, noise, lr)
     settings = dict(units=units, steps=steps, polarizer=polarizer, t=t, lambda_pol=lambda_pol,
                     lambda_sp=lambda_sp, target_rate=target_rate, sparsity_on=sparsity_on,
                     lambda_task=lambda_task, noise=noise, init=init if isinstance(init, str) else "custom",
                     optimizer=optimizer, lr=lr, seed=seed)
-
-    p0 = initial_probs(units, init, seed)
-    if usefulness is None:
-        u = torch.linspace(-1.0, 1.0, units, dtype=torch.float64)
-    else:
-        u = torch.as_tensor(np.asarray(usefulness, dtype=np.float64))
-        if u.shape != (units,):
-            raise ValueError(f"usefulness needs one value per unit ({units}); got shape {tuple(u.shape)}.")
+    theta, u, gen, step = _simulation_start(units, init, usefulness, optimizer, lr, seed)
     settings["usefulness"] = u.tolist()
-    gen = torch.Generator().manual_seed(int(seed) + 1)
-    theta = torch.logit(p0).clone().requires_grad_(True)
-    step = _step_fn(theta, optimizer, lr, float(units))
-    pol_t = t if POLARIZERS[polarizer].takes_t else None
-
-    ps = np.empty((steps + 1, units))
-    names = ("loss", "polarization", "sparsity", "task")
-    terms = {k: np.empty(steps + 1) for k in names}
-    for s in range(steps + 1):
-        p = torch.sigmoid(theta)
-        g = binarize(p)
-        r_pol = polarization(p, polarizer, pol_t)
-        r_sp = sparsity_penalty(g if sparsity_on == "hard" else p, target_rate)
-        u_now = u if noise == 0 else u + noise * torch.randn(units, generator=gen, dtype=torch.float64)
-        task = -(u_now * g).mean()
-        loss = lambda_pol * r_pol + lambda_sp * r_sp + lambda_task * task
-        ps[s] = p.detach().numpy()
-        for k, v in zip(names, (loss, r_pol, r_sp, task)):
-            terms[k][s] = float(v.detach())
-        if s == steps:
-            break
-        loss.backward()
-        step()
+    evaluate = functools.partial(
+        _loss_terms, u=u, noise=noise, gen=gen, polarizer=polarizer,
+        pol_t=t if POLARIZERS[polarizer].takes_t else None, sparsity_on=sparsity_on,
+        target_rate=target_rate, lambda_pol=lambda_pol, lambda_sp=lambda_sp, lambda_task=lambda_task)
+    ps, terms = _descend(theta, step, steps, evaluate, ("loss", "polarization", "sparsity", "task"))
     return ToyRun(ps, terms, settings)
 
 

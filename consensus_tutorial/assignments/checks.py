@@ -29,10 +29,13 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..gates import Gate
 
 RESULTS_ENV = "CONSENSUS_ASSIGNMENT_RESULTS"
 GAP_HINT = 'fill in every gap marked `raise NotImplementedError("write your solution here")`'
@@ -259,32 +262,40 @@ def check_binarize(binarize: Callable[[torch.Tensor], torch.Tensor]) -> CheckRes
                 name, "the backward pass is not the identity (straight-through)",
                 expected=f"dL/dp = dL/dg = {_fmt(expected)}", got=_fmt(grad), hint=hint,
             )
-        # any shape and dtype
-        p2 = torch.rand(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
-        g2 = _require_tensor(name, "binarize(p) on a (3, 4) float64 tensor", _call("binarize(p) on a (3, 4) float64 tensor", binarize, p2), like=p2)
-        _check_hard_forward(name, "binarize", g2, p2)
-        w2 = torch.arange(12, dtype=torch.float64).reshape(3, 4) - 5
-        grad2 = _gradient(name, "binarize", g2, p2, w2)
-        if not _close(grad2, w2):
-            raise AssignmentCheckError(
-                name, "the backward pass is not the identity on a (3, 4) float64 input",
-                expected=_fmt(w2), got=_fmt(grad2), hint="do not assume a 1-D or float32 input",
-            )
-        # composed with the sigmoid: the logits receive dL/dg * sigma'(s)
-        s = torch.tensor([-2.0, -0.5, 0.5, 2.0], requires_grad=True)
-        w4 = torch.tensor([1.0, -2.0, 0.5, 3.0])
-        g4 = _call("binarize(torch.sigmoid(s))", binarize, torch.sigmoid(s))
-        grad_s = _gradient(name, "binarize(sigmoid(s))", _require_tensor(name, "binarize", g4), s, w4)
-        sig = torch.sigmoid(s.detach())
-        if not _close(grad_s, w4 * sig * (1 - sig)):
-            raise AssignmentCheckError(
-                name, "the gradient that reaches the logits s through p = sigmoid(s) is wrong",
-                expected=f"dL/ds = dL/dg * sigma'(s) = {_fmt(w4 * sig * (1 - sig))}", got=_fmt(grad_s),
-                hint="do not apply sigma' inside binarize; autograd does it",
-            )
+        _check_binarize_any_shape(name, binarize)
+        _check_binarize_through_sigmoid(name, binarize)
         return "forward 1[p >= 0.5], backward identity, any shape and dtype"
 
     return _run_check(name, body)
+
+
+def _check_binarize_any_shape(name: str, binarize: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Forward and identity backward of ``binarize`` on a (3, 4) float64 input."""
+    p2 = torch.rand(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    g2 = _require_tensor(name, "binarize(p) on a (3, 4) float64 tensor", _call("binarize(p) on a (3, 4) float64 tensor", binarize, p2), like=p2)
+    _check_hard_forward(name, "binarize", g2, p2)
+    w2 = torch.arange(12, dtype=torch.float64).reshape(3, 4) - 5
+    grad2 = _gradient(name, "binarize", g2, p2, w2)
+    if not _close(grad2, w2):
+        raise AssignmentCheckError(
+            name, "the backward pass is not the identity on a (3, 4) float64 input",
+            expected=_fmt(w2), got=_fmt(grad2), hint="do not assume a 1-D or float32 input",
+        )
+
+
+def _check_binarize_through_sigmoid(name: str, binarize: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """The gradient of ``binarize(sigmoid(s))`` that reaches the logits s: dL/dg * sigma'(s)."""
+    s = torch.tensor([-2.0, -0.5, 0.5, 2.0], requires_grad=True)
+    w4 = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    g4 = _call("binarize(torch.sigmoid(s))", binarize, torch.sigmoid(s))
+    grad_s = _gradient(name, "binarize(sigmoid(s))", _require_tensor(name, "binarize", g4), s, w4)
+    sig = torch.sigmoid(s.detach())
+    if not _close(grad_s, w4 * sig * (1 - sig)):
+        raise AssignmentCheckError(
+            name, "the gradient that reaches the logits s through p = sigmoid(s) is wrong",
+            expected=f"dL/ds = dL/dg * sigma'(s) = {_fmt(w4 * sig * (1 - sig))}", got=_fmt(grad_s),
+            hint="do not apply sigma' inside binarize; autograd does it",
+        )
 
 
 def check_binarize_clipped(binarize_clipped: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
@@ -542,116 +553,169 @@ def check_extraction(
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {sorted(POSITIONS)}; got {position!r}.")
     name = f"extraction_{position}"
-    from ..gates import Gate
-    from .toyblock import randomize_batchnorm
 
     def body() -> str:
         with torch.random.fork_rng(devices=[]):  # leave the notebook's random state alone
-            return cut_and_compare()
-
-    def cut_and_compare() -> str:
-        generator = torch.Generator().manual_seed(0)
-        tried = 0
-        for channels, hidden in ((4, 6), (6, 5)):
-            units = hidden if position == "mid" else channels
-            masks = []
-            while len(masks) < 3:  # random masks first, then the edge cases
-                m = torch.rand(units, generator=generator) < 0.5
-                if 0 < int(m.sum()) < units:
-                    masks.append(m)
-            single = torch.zeros(units, dtype=torch.bool)
-            single[units - 1] = True
-            masks += [single, torch.ones(units, dtype=torch.bool)]
-            for mask in masks:
-                torch.manual_seed(tried)
-                block = _call(f"build({channels}, {hidden})", build, channels, hidden)
-                if not isinstance(block, nn.Module) or not all(hasattr(block, a) for a in ("conv1", "bn1", "conv2", "bn2")):
-                    raise AssignmentCheckError(
-                        name, "build must return the gated block", expected="an nn.Module with conv1, bn1, conv2, bn2 and gate",
-                        got=type(block).__name__, hint="subclass ToyBlock and call super().__init__(channels, hidden)",
-                    )
-                gate = getattr(block, "gate", None)
-                if not isinstance(gate, Gate):
-                    raise AssignmentCheckError(
-                        name, "the block has no gate module", expected="block.gate, a consensus_tutorial gate (e.g. ct.StaticGate)",
-                        got=type(gate).__name__, hint="add self.gate = ct.StaticGate(units) in __init__",
-                    )
-                if gate.units != units:
-                    raise AssignmentCheckError(
-                        name, f"the gate has the wrong number of units for position {position!r} ({POSITIONS[position]})",
-                        expected=f"{units} units", got=f"{gate.units} units",
-                        hint="'mid' gates the hidden channels (hidden units); 'out' gates the block's output channels",
-                    )
-                randomize_batchnorm(block, generator)
-                block.eval()
-                x = torch.randn(3, channels, 6, 6, generator=generator)
-                with torch.no_grad():
-                    gate.freeze(mask)
-                    gated = _call("the gated block's forward", block, x)
-                    reference = _reference_forward(block, x, mask, position)
-                if not _close(gated, reference):
-                    with torch.no_grad():
-                        gate.freeze(torch.ones(units))
-                        open_out = block(x)
-                        gate.freeze(mask)
-                    if not bool(mask.all()) and _close(gated, open_out):
-                        hint = "the frozen gate changes nothing: multiply the activations by self.gate(h)[:, :, None, None]"
-                    else:
-                        hint = f"the gate multiplies the {POSITIONS[position]}; nothing else changes"
-                    raise AssignmentCheckError(
-                        name, f"the gated block does not gate the {POSITIONS[position]}",
-                        expected="output of the block with those channels zeroed", got=f"max |difference| {float((gated - reference).abs().max()):.3g}",
-                        hint=hint,
-                    )
-                small = _call("extract(block, mask)", extract, block, mask.clone())
-                if not isinstance(small, nn.Module):
-                    raise AssignmentCheckError(
-                        name, "extract must return an nn.Module", expected="a module", got=type(small).__name__,
-                        hint="build a new module and copy the kept weights into it",
-                    )
-                gates_left = [n for n, m in small.named_modules() if isinstance(m, Gate)]
-                if gates_left:
-                    raise AssignmentCheckError(
-                        name, "the extracted module still contains a gate", expected="no gate modules",
-                        got=f"gate modules at {gates_left}", hint="the cut network is static: no gate, no mask multiply",
-                    )
-                small.eval()
-                with torch.no_grad():
-                    out = _call("the extracted module's forward", small, x)
-                    again = block(x)
-                if not _close(again, gated):
-                    raise AssignmentCheckError(
-                        name, "extract changed the gated block it was given", expected="block unchanged",
-                        got=f"its output moved by {float((again - gated).abs().max()):.3g}",
-                        hint="copy the sliced tensors (tensor[index].clone()) into a new module; do not edit block's layers",
-                    )
-                kept = int(mask.sum())
-                if not isinstance(out, torch.Tensor) or out.shape != gated.shape or not _close(out, gated, 1e-4):
-                    got = (f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) and out.shape != gated.shape
-                           else f"max |difference| {float((out - gated).abs().max()):.3g}" if isinstance(out, torch.Tensor)
-                           else type(out).__name__)
-                    if position == "mid":
-                        hint = ("keep the units where mask is 1 (keep = mask.nonzero().flatten()): conv1.weight[keep], "
-                                "all four of bn1's tensors [keep] (weight, bias, running_mean, running_var), conv2.weight[:, keep]")
-                    else:
-                        hint = ("keep the units where mask is 1: conv2.weight[keep], bn2's four tensors [keep]; then add the "
-                                "kept channels back at their places: out = x.index_add(1, keep, y), then relu")
-                    raise AssignmentCheckError(
-                        name, f"the extracted module's output differs from the gated block's (mask {mask.int().tolist()})",
-                        expected=f"the gated block's output, shape {tuple(gated.shape)}", got=got, hint=hint,
-                    )
-                n_params = sum(p.numel() for p in small.parameters())
-                bound = _expected_params(channels, hidden, kept, position)
-                if n_params > bound:
-                    raise AssignmentCheckError(
-                        name, f"the extracted module is not physically smaller (mask keeps {kept} of {units})",
-                        expected=f"at most {bound} parameters", got=f"{n_params}",
-                        hint="slice the weights down to the kept channels; zeroing them keeps the cost",
-                    )
-                tried += 1
-        return f"{tried} masks at position {position!r}: outputs equal, gates gone, parameters cut"
+            return _cut_and_compare(name, position, build, extract)
 
     return _run_check(name, body)
+
+
+def _cut_and_compare(
+    name: str,
+    position: str,
+    build: Callable[[int, int], nn.Module],
+    extract: Callable[[nn.Module, torch.Tensor], nn.Module],
+) -> str:
+    """Build, gate and cut blocks of two sizes with five masks each; the message of a pass."""
+    from .toyblock import randomize_batchnorm
+
+    generator = torch.Generator().manual_seed(0)
+    tried = 0
+    for channels, hidden in ((4, 6), (6, 5)):
+        units = hidden if position == "mid" else channels
+        for mask in _extraction_masks(units, generator):
+            torch.manual_seed(tried)
+            block, gate = _gated_block(name, build, channels, hidden, units, position)
+            randomize_batchnorm(block, generator)
+            block.eval()
+            x = torch.randn(3, channels, 6, 6, generator=generator)
+            gated = _check_gating(name, block, gate, x, mask, position)
+            small = _extracted(name, extract, block, mask)
+            _check_extracted_output(name, small, block, x, mask, gated, position)
+            _check_extracted_size(name, small, channels, hidden, mask, position)
+            tried += 1
+    return f"{tried} masks at position {position!r}: outputs equal, gates gone, parameters cut"
+
+
+def _extraction_masks(units: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Boolean masks over ``units``: three random ones that keep some but not all units,
+    then one that keeps only the last unit and one that keeps all."""
+    masks = []
+    while len(masks) < 3:  # random masks first, then the edge cases
+        m = torch.rand(units, generator=generator) < 0.5
+        if 0 < int(m.sum()) < units:
+            masks.append(m)
+    single = torch.zeros(units, dtype=torch.bool)
+    single[units - 1] = True
+    masks += [single, torch.ones(units, dtype=torch.bool)]
+    return masks
+
+
+def _gated_block(
+    name: str, build: Callable[[int, int], nn.Module], channels: int, hidden: int, units: int, position: str
+) -> tuple[nn.Module, Gate]:
+    """``build(channels, hidden)`` and its gate, checked to be a ToyBlock-like module with a
+    gate of ``units`` units."""
+    from ..gates import Gate
+
+    block = _call(f"build({channels}, {hidden})", build, channels, hidden)
+    if not isinstance(block, nn.Module) or not all(hasattr(block, a) for a in ("conv1", "bn1", "conv2", "bn2")):
+        raise AssignmentCheckError(
+            name, "build must return the gated block", expected="an nn.Module with conv1, bn1, conv2, bn2 and gate",
+            got=type(block).__name__, hint="subclass ToyBlock and call super().__init__(channels, hidden)",
+        )
+    gate = getattr(block, "gate", None)
+    if not isinstance(gate, Gate):
+        raise AssignmentCheckError(
+            name, "the block has no gate module", expected="block.gate, a consensus_tutorial gate (e.g. ct.StaticGate)",
+            got=type(gate).__name__, hint="add self.gate = ct.StaticGate(units) in __init__",
+        )
+    if gate.units != units:
+        raise AssignmentCheckError(
+            name, f"the gate has the wrong number of units for position {position!r} ({POSITIONS[position]})",
+            expected=f"{units} units", got=f"{gate.units} units",
+            hint="'mid' gates the hidden channels (hidden units); 'out' gates the block's output channels",
+        )
+    return block, gate
+
+
+def _check_gating(name: str, block: nn.Module, gate: Gate, x: torch.Tensor, mask: torch.Tensor, position: str) -> torch.Tensor:
+    """The block's output on ``x`` with its gate frozen to ``mask`` (left frozen so), checked
+    against the reference computation."""
+    with torch.no_grad():
+        gate.freeze(mask)
+        gated = _call("the gated block's forward", block, x)
+        reference = _reference_forward(block, x, mask, position)
+    if not _close(gated, reference):
+        with torch.no_grad():
+            gate.freeze(torch.ones(len(mask)))
+            open_out = block(x)
+            gate.freeze(mask)
+        if not bool(mask.all()) and _close(gated, open_out):
+            hint = "the frozen gate changes nothing: multiply the activations by self.gate(h)[:, :, None, None]"
+        else:
+            hint = f"the gate multiplies the {POSITIONS[position]}; nothing else changes"
+        raise AssignmentCheckError(
+            name, f"the gated block does not gate the {POSITIONS[position]}",
+            expected="output of the block with those channels zeroed", got=f"max |difference| {float((gated - reference).abs().max()):.3g}",
+            hint=hint,
+        )
+    return gated
+
+
+def _extracted(name: str, extract: Callable[[nn.Module, torch.Tensor], nn.Module], block: nn.Module,
+               mask: torch.Tensor) -> nn.Module:
+    """``extract(block, mask)``, checked to be a module without gates."""
+    from ..gates import Gate
+
+    small = _call("extract(block, mask)", extract, block, mask.clone())
+    if not isinstance(small, nn.Module):
+        raise AssignmentCheckError(
+            name, "extract must return an nn.Module", expected="a module", got=type(small).__name__,
+            hint="build a new module and copy the kept weights into it",
+        )
+    gates_left = [n for n, m in small.named_modules() if isinstance(m, Gate)]
+    if gates_left:
+        raise AssignmentCheckError(
+            name, "the extracted module still contains a gate", expected="no gate modules",
+            got=f"gate modules at {gates_left}", hint="the cut network is static: no gate, no mask multiply",
+        )
+    return small
+
+
+def _check_extracted_output(name: str, small: nn.Module, block: nn.Module, x: torch.Tensor, mask: torch.Tensor,
+                            gated: torch.Tensor, position: str) -> None:
+    """The extracted module computes the gated block's output, and ``block`` was left unchanged."""
+    small.eval()
+    with torch.no_grad():
+        out = _call("the extracted module's forward", small, x)
+        again = block(x)
+    if not _close(again, gated):
+        raise AssignmentCheckError(
+            name, "extract changed the gated block it was given", expected="block unchanged",
+            got=f"its output moved by {float((again - gated).abs().max()):.3g}",
+            hint="copy the sliced tensors (tensor[index].clone()) into a new module; do not edit block's layers",
+        )
+    if not isinstance(out, torch.Tensor) or out.shape != gated.shape or not _close(out, gated, 1e-4):
+        got = (f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) and out.shape != gated.shape
+               else f"max |difference| {float((out - gated).abs().max()):.3g}" if isinstance(out, torch.Tensor)
+               else type(out).__name__)
+        if position == "mid":
+            hint = ("keep the units where mask is 1 (keep = mask.nonzero().flatten()): conv1.weight[keep], "
+                    "all four of bn1's tensors [keep] (weight, bias, running_mean, running_var), conv2.weight[:, keep]")
+        else:
+            hint = ("keep the units where mask is 1: conv2.weight[keep], bn2's four tensors [keep]; then add the "
+                    "kept channels back at their places: out = x.index_add(1, keep, y), then relu")
+        raise AssignmentCheckError(
+            name, f"the extracted module's output differs from the gated block's (mask {mask.int().tolist()})",
+            expected=f"the gated block's output, shape {tuple(gated.shape)}", got=got, hint=hint,
+        )
+
+
+def _check_extracted_size(name: str, small: nn.Module, channels: int, hidden: int, mask: torch.Tensor,
+                          position: str) -> None:
+    """The extracted module has no more parameters than a block cut down to the kept units."""
+    units = len(mask)
+    kept = int(mask.sum())
+    n_params = sum(p.numel() for p in small.parameters())
+    bound = _expected_params(channels, hidden, kept, position)
+    if n_params > bound:
+        raise AssignmentCheckError(
+            name, f"the extracted module is not physically smaller (mask keeps {kept} of {units})",
+            expected=f"at most {bound} parameters", got=f"{n_params}",
+            hint="slice the weights down to the kept channels; zeroing them keeps the cost",
+        )
 
 
 # ----------------------------------------------------------------------------- assignment 4
@@ -839,6 +903,25 @@ LATENCY_KEYS = {"latency_budget_ms": "number", "method": "text", "runs": "list",
 LATENCY_RUN_KEYS = ("target_rate", "flops", "latency_ms", "top1")
 
 
+def _latency_result(name: str, result: Mapping[str, Any] | str | os.PathLike) -> Any:
+    """The latency study's result: ``result`` itself, or the JSON read from the file it names."""
+    data = result
+    if isinstance(result, (str, os.PathLike)):
+        path = Path(result)
+        if not path.is_file():
+            raise AssignmentCheckError(
+                name, "the result file does not exist", expected=f"a JSON file at {path}", got="no file",
+                hint="json.dump(result, open(path, 'w'))",
+            )
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as error:
+            raise AssignmentCheckError(
+                name, "the result file is not JSON", expected="a JSON object", got=str(error), hint="write it with json.dump",
+            ) from None
+    return data
+
+
 def check_latency_study(result: Mapping[str, Any] | str | os.PathLike, plot: str | os.PathLike) -> CheckResult:
     """Check that the open-ended latency study produced a result and a figure.
 
@@ -851,20 +934,7 @@ def check_latency_study(result: Mapping[str, Any] | str | os.PathLike, plot: str
     name = "latency_study"
 
     def body() -> str:
-        data = result
-        if isinstance(result, (str, os.PathLike)):
-            path = Path(result)
-            if not path.is_file():
-                raise AssignmentCheckError(
-                    name, "the result file does not exist", expected=f"a JSON file at {path}", got="no file",
-                    hint="json.dump(result, open(path, 'w'))",
-                )
-            try:
-                data = json.loads(path.read_text())
-            except ValueError as error:
-                raise AssignmentCheckError(
-                    name, "the result file is not JSON", expected="a JSON object", got=str(error), hint="write it with json.dump",
-                ) from None
+        data = _latency_result(name, result)
         if not isinstance(data, Mapping):
             raise AssignmentCheckError(
                 name, "the result must be a dict", expected=f"keys {sorted(LATENCY_KEYS)}", got=type(data).__name__,

@@ -254,19 +254,31 @@ def grade_notebook(
                                            kernel=kernel, keep_going=keep_going)
     grade.seconds = time.perf_counter() - started
     reported = read_results_file(results_file)
-    executed_nb = None
-    if executed.is_file():
-        try:
-            executed_nb = nbformat.read(executed, as_version=4)
-        except Exception:  # noqa: BLE001 - a half-written file: keep what the results file says
-            executed_nb = None
+    executed_nb = _read_executed(executed)
     if executed_nb is not None:
         if not reported:
             reported = results_from_outputs(executed_nb)
         if cell_error:  # name the first cell that raised (papermill names the last)
             grade.error = first_error(executed_nb) or grade.error
     grade.executed = str(executed) if executed.is_file() else None
-    for check in assignment.checks:
+    _score_checks(grade, assignment.checks, reported, keep_going)
+    return grade
+
+
+def _read_executed(executed: Path) -> nbformat.NotebookNode | None:
+    """The executed notebook, or None if it was not written or cannot be read."""
+    if not executed.is_file():
+        return None
+    try:
+        return nbformat.read(executed, as_version=4)
+    except Exception:  # noqa: BLE001 - a half-written file: keep what the results file says
+        return None
+
+
+def _score_checks(grade: NotebookGrade, checks: Sequence[str], reported: Mapping[str, tuple[str, str]],
+                  keep_going: bool) -> None:
+    """Fill ``grade.checks``: each expected check as reported, or FAIL saying why it was not reached."""
+    for check in checks:
         if check in reported:
             grade.checks[check] = reported[check]
         else:
@@ -277,7 +289,6 @@ def grade_notebook(
             else:
                 why = "the check cell did not run (removed?)"
             grade.checks[check] = ("FAIL", f"not reached ({why})")
-    return grade
 
 
 def _declared(notebook: Path, parameters: Mapping[str, Any]) -> dict[str, Any]:
