@@ -52,7 +52,10 @@ def count_flops(model: nn.Module, input_size: Sequence[int] | None = None) -> in
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        # with autograd on: the counter's module tracker hooks the gradients of tensors that
+        # require them, and under no_grad a view of a parameter (a pruned block's constant
+        # hidden map) requires grad without a gradient function, which it cannot hook
+        with torch.enable_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(input_size, device=device, dtype=dtype))
     finally:
         model.train(was_training)

@@ -5,12 +5,12 @@ the top level): data, model, the loop of :func:`fit`, consensus masks, extractio
 evaluation and the files of a run folder. :func:`fit` is the loop alone, for notebooks
 that bring their own model and data. One idea per module:
 
-* :mod:`~consensus_tutorial.training.config`: :class:`TrainConfig`, every setting of a run,
+* ``training.config``: :class:`TrainConfig`, every setting of a run,
   and its checks (``validate`` returns a checked copy);
-* :mod:`~consensus_tutorial.training.optim`: the optimizers and schedules (registries);
-* :mod:`~consensus_tutorial.training.loop`: the epoch loop, evaluation, the hand-over;
-* :mod:`~consensus_tutorial.training.checkpoint`: atomic checkpoints and resuming;
-* :mod:`~consensus_tutorial.training.runner`: one run, from settings to a run folder.
+* ``training.optim``: the optimizers and schedules (registries);
+* ``training.loop``: the epoch loop, evaluation, the hand-over;
+* ``training.checkpoint``: atomic checkpoints and resuming;
+* ``training.runner``: one run, from settings to a run folder.
 
 A run folder keeps the config in ``metrics.json`` and in ``checkpoint.pt``, which is written
 atomically after every epoch, so a killed run resumes (``resume=True``) and ends as if it
