@@ -18,6 +18,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from . import plots, toy
+from .regularizers import POLARIZERS
 
 DEFAULTS: dict[str, Any] = dict(polarizer="bimodal", lambda_pol=1.0, t=0.0, target_rate=0.5, lambda_sp=5.0,
                                 init="open")
@@ -37,11 +38,12 @@ def explorer_figure(
 ):
     """What the explorer draws for one setting of its sliders: the toy's gate
     probabilities over the steps (left) and the kept share against the target (right)."""
-    run = toy.simulate(units, steps, polarizer=polarizer, t=t if polarizer == "zhuang" else None,
+    takes_t = POLARIZERS[polarizer].takes_t
+    run = toy.simulate(units, steps, polarizer=polarizer, t=t if takes_t else None,
                        lambda_pol=lambda_pol, lambda_sp=lambda_sp, target_rate=target_rate, init=init, seed=seed)
     with plt.rc_context(plots.FONT):
         fig, axes = plt.subplots(2, 1, figsize=(7.6, 6.6), layout="constrained")
-    label = "bimodal" if polarizer == "bimodal" else f"Zhuang, t = {t:g}"
+    label = f"{polarizer}, t = {t:g}" if takes_t else polarizer
     plots.plot_trajectories(run, ax=axes[0], title=f"{label}, lambda_pol = {lambda_pol:g}")
     legend = axes[0].get_legend()
     if legend is not None:  # beside the curves, not on them
@@ -86,11 +88,11 @@ def polarization_explorer(*, units: int = 32, steps: int = 300, **initial: Any):
     style = {"description_width": "130px"}
     layout = w.Layout(width="420px")
     controls = dict(
-        polarizer=w.ToggleButtons(options=["bimodal", "zhuang"], value=start["polarizer"], description="polarizer",
+        polarizer=w.ToggleButtons(options=list(POLARIZERS), value=start["polarizer"], description="polarizer",
                                   style=style),
         lambda_pol=w.FloatSlider(value=start["lambda_pol"], min=0.0, max=5.0, step=0.1, description="lambda_pol",
                                  style=style, layout=layout, continuous_update=False),
-        t=w.FloatSlider(value=start["t"], min=-2.0, max=2.0, step=0.1, description="t (Zhuang only)",
+        t=w.FloatSlider(value=start["t"], min=-2.0, max=2.0, step=0.1, description="t (e.g. Zhuang)",
                         style=style, layout=layout, continuous_update=False),
         target_rate=w.FloatSlider(value=start["target_rate"], min=0.0, max=0.9, step=0.05,
                                   description="target pruning rate", style=style, layout=layout,
@@ -101,10 +103,10 @@ def polarization_explorer(*, units: int = 32, steps: int = 300, **initial: Any):
     )
 
     def toggle_t(change: dict) -> None:
-        controls["t"].disabled = change["new"] != "zhuang"
+        controls["t"].disabled = not POLARIZERS[change["new"]].takes_t
 
     controls["polarizer"].observe(toggle_t, names="value")
-    controls["t"].disabled = start["polarizer"] != "zhuang"
+    controls["t"].disabled = not POLARIZERS[start["polarizer"]].takes_t
 
     out = w.Output()
 
