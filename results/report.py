@@ -43,7 +43,7 @@ from consensus_tutorial import comparison
 from consensus_tutorial.plots import FONT
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# run as a script, this folder is first on sys.path: the run list next door imports normally
 from run_cifar10_resnet20 import RUNS, SEED
 
 #: the settings that make "one schedule for all runs" (the seed is not one of them: a few
