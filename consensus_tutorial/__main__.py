@@ -23,6 +23,7 @@ from .configs import load_settings
 from .configs import names as config_names
 from .data import DATASETS
 from .models import ARCHS
+from .costs import COSTS
 from .objective import ALLOCATIONS
 from .positions import channel_positions
 from .regularizers import POLARIZERS
@@ -36,6 +37,7 @@ def flag_choices() -> dict[str, tuple]:
         "position": channel_positions(), "gate": ("dynamic", "static"), "polarizer": tuple(POLARIZERS),
         "schedule": tuple(SCHEDULES_BY_NAME), "sparsity_on": ("hard", "soft"), "gate_optimizer": tuple(GATE_OPTIMIZERS),
         "allocation": ("auto", *ALLOCATIONS), "settle": SETTLE_CHOICES, "gate_lr_scale": GATE_LR_SCALES,
+        "cost": tuple(COSTS),
     }
 
 
@@ -63,7 +65,9 @@ HELP = {
     "train_extracted": "once every gate is frozen, train the physically extracted (smaller) network",
     "gate": "gate kind: dynamic (MLP over pooled features) or static (one logit per unit)",
     "gate_depth": "K, the linear layers of a dynamic gate's MLP",
-    "flops_aware": "weigh each unit by its FLOPs, so that target_rate is a share of the FLOPs",
+    "flops_aware": "weigh each unit by its cost, so that target_rate is a share of the cost (else of the units)",
+    "cost": "what the budget counts: FLOPs (MACs) or latency measured on this device (needs --latency-table)",
+    "latency_table": "cost latency: a latency table of this network on this device (benchmarks/latency_table.py)",
     "sparsity_on": "the sparsity target acts on the hard gates (through the STE) or on the probabilities",
     "polarizer": "polarization regularizer", "zhuang_t": "t of the zhuang polarizer (keeps about 1/2 - t/4)",
     "lambda_sp": "weight of the sparsity target", "lambda_pol": "weight of the polarizer",

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .consensus import freeze_gates, gate_modules
-from .flops import predicted_flops
+from .costs import CostModel, flops_cost
 from .models import ResNet
 from .regularizers import polarization
 
@@ -49,9 +49,11 @@ def masks_for_flops(
     *,
     uniform: bool = True,
     min_channels: int | Mapping[str, int] = 1,
+    cost: CostModel | None = None,
 ) -> dict[str, torch.Tensor]:
     """Masks that keep the highest-scoring units and remove about ``target_rate`` of the
-    whole network's FLOPs (the largest kept set whose FLOPs stay within the budget).
+    whole network's FLOPs (the largest kept set whose FLOPs stay within the budget), or of
+    another ``cost`` (a :class:`~consensus_tutorial.costs.CostModel` of ``model``).
 
     Args:
         scores: {gate name: (C,) scores}; a higher score is kept first.
@@ -60,8 +62,9 @@ def masks_for_flops(
         min_channels: fewest units a gate keeps (one number, or one per gate name).
     """
     gates = gate_modules(model)
+    total = (cost or flops_cost(model)).total
     floor = min_channels if isinstance(min_channels, Mapping) else {n: min_channels for n in gates}
-    dense = predicted_flops(model, {n: torch.ones(g.units, dtype=torch.bool) for n, g in gates.items()})
+    dense = total({n: torch.ones(g.units, dtype=torch.bool) for n, g in gates.items()})
     budget = (1.0 - target_rate) * dense
     order = {n: torch.argsort(scores[n].float().cpu(), descending=True, stable=True) for n in gates}
 
@@ -87,7 +90,7 @@ def masks_for_flops(
     lo, hi = 0.0, 1.0
     for _ in range(30):  # bisection on the kept share
         mid = (lo + hi) / 2
-        if predicted_flops(model, masks_at(mid)) <= budget:
+        if total(masks_at(mid)) <= budget:
             lo = mid
         else:
             hi = mid

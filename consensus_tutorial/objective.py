@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from ._checks import check_choice
 from .gates import GateRecord
-from .flops import count_flops, unit_flops
+from .costs import COSTS
+from .flops import count_flops
 from .models import ResNet
 from .regularizers import POLARIZERS, keep_ratio, polarization, sparsity_penalty
 
@@ -68,25 +69,28 @@ def floor_penalty(keeps: Sequence[torch.Tensor], weights: Sequence[torch.Tensor 
     return torch.stack(short).mean()
 
 
-def keep_target(model: ResNet, target_rate: float, flops_aware: bool) -> tuple[float, torch.Tensor | None]:
+def keep_target(model: ResNet, target_rate: float, flops_aware: bool, *, cost: str = "flops",
+                latency_table=None) -> tuple[float, torch.Tensor | None]:
     """The keep ratio the gated units must reach, and the per-unit weights.
 
-    Unit-count target: ``kappa = 1 - target_rate``, no weights. FLOPs target: the share of
-    the *whole* network's FLOPs to remove is ``target_rate``; with ``F_fixed`` the FLOPs no
-    gate can remove and ``F_gated`` the sum of the unit costs,
+    Unit-count target: ``kappa = 1 - target_rate``, no weights. Cost target (FLOPs, or
+    another ``cost`` of :data:`~consensus_tutorial.costs.COSTS`): the share of the *whole*
+    network's cost to remove is ``target_rate``; with ``F_fixed`` the cost no gate can
+    remove and ``F_gated`` the sum of the unit costs,
     ``kappa = ((1 - target_rate) F_dense - F_fixed) / F_gated``.
     """
     if not flops_aware:
         return 1.0 - target_rate, None
-    costs = torch.cat(list(unit_flops(model).values())).double()
-    dense = float(count_flops(model.dense_copy()))
+    model_cost = COSTS[cost](model, latency_table)
+    costs = torch.cat(list(model_cost.unit_costs().values())).double()
+    dense = float(count_flops(model.dense_copy())) if cost == "flops" else model_cost.dense(model)
     gated = float(costs.sum())
     fixed = dense - gated
     kappa = ((1.0 - target_rate) * dense - fixed) / gated
     if kappa <= 0.0:
         reachable = gated / dense
         raise ValueError(
-            f"target_rate={target_rate} cannot be reached: only {reachable:.1%} of this model's FLOPs "
+            f"target_rate={target_rate} cannot be reached: only {reachable:.1%} of this model's {cost} "
             f"sit behind its gates (gating={model.gating!r}, position={model.position!r}). "
             f"Choose a target below {reachable:.2f}, or another gating position."
         )
@@ -104,6 +108,8 @@ class Objective:
     zhuang_t: float | None = None
     pol_warmup_steps: int = 0
     flops_aware: bool = True
+    cost: str = "flops"
+    latency_table: str | None = None
     sparsity_on: str = "hard"
     allocation: str = "global"
     min_keep: float = 0.0
@@ -119,7 +125,8 @@ class Objective:
 
     def attach(self, model: ResNet) -> "Objective":
         """Compute the keep target and FLOPs weights for ``model`` (once, before training)."""
-        self._kappa, self._weights = keep_target(model, self.target_rate, self.flops_aware)
+        self._kappa, self._weights = keep_target(model, self.target_rate, self.flops_aware, cost=self.cost,
+                                                 latency_table=self.latency_table)
         return self
 
     def lambda_pol_at(self, step: int) -> float:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .consensus import freeze_gates, gate_modules
-from .flops import predicted_flops
+from .costs import CostModel, flops_cost
 
 Masks = dict[str, torch.Tensor]
 
@@ -42,8 +42,8 @@ class Settler:
     Args:
         masks_of: model -> the current consensus masks (the trainer's threshold and guards).
         budget_masks: model -> the units with the highest firing rates that fit the budget.
-        target_rate: the share of FLOPs (or units, when ``flops_aware`` is False) to remove.
-        flops_aware: measure the removed share in FLOPs (True) or in gated units.
+        target_rate: the share of the cost (or units, when ``flops_aware`` is False) to remove.
+        flops_aware: measure the removed share in the cost (True) or in gated units.
         window: steps over which the mask must stay near the target and nearly unchanged.
         tolerance: allowed ``|removed share - target_rate|`` during the window.
         deadline_step: the step at which the gates are frozen whatever the mask does.
@@ -58,12 +58,15 @@ class Settler:
     tolerance: float
     deadline_step: int
     max_flips: float = 0.03
+    #: model -> its :class:`~consensus_tutorial.costs.CostModel` (default: FLOPs)
+    cost_of: Callable[[torch.nn.Module], CostModel] = flops_cost
     last: Masks | None = None
     stable_since: int = 0
     record: dict = field(default_factory=dict)
     #: every reading until the freeze, as [step, removed share, flipped share or None]
     trace: list = field(default_factory=list)
-    _dense_flops: float | None = field(default=None, repr=False)
+    _cost: CostModel | None = field(default=None, repr=False)
+    _dense: float | None = field(default=None, repr=False)
 
     @property
     def every(self) -> int:
@@ -71,11 +74,12 @@ class Settler:
         return max(1, self.window // 4)
 
     def removed_share(self, model: torch.nn.Module, masks: Masks) -> float:
-        """The share of FLOPs (or of gated units) that ``masks`` remove."""
+        """The share of the cost (or of gated units) that ``masks`` remove."""
         if self.flops_aware:
-            if self._dense_flops is None:  # the same for every reading: counted once
-                self._dense_flops = predicted_flops(model, {n: torch.ones_like(m) for n, m in masks.items()})
-            return 1.0 - predicted_flops(model, masks) / self._dense_flops
+            if self._cost is None:  # the same for every reading: built and counted once
+                self._cost = self.cost_of(model)
+                self._dense = self._cost.total({n: torch.ones_like(m) for n, m in masks.items()})
+            return 1.0 - self._cost.total(masks) / self._dense
         kept = sum(int(m.sum()) for m in masks.values())
         return 1.0 - kept / sum(m.numel() for m in masks.values())
 

@@ -36,6 +36,8 @@ class TrainConfig:
     gate_depth: int = 1
     target_rate: float = 0.5
     flops_aware: bool = True
+    cost: str = "flops"
+    latency_table: str | None = None
     sparsity_on: str = "hard"
     allocation: str = "auto"
     min_keep: float = 0.0
@@ -101,6 +103,7 @@ class TrainConfig:
         check_choice("allocation", self.allocation, ("auto", *ALLOCATIONS))
         check_rate("target_rate", self.target_rate)
         self._validate_settle()
+        self._validate_cost()
         self._validate_numbers()
         if POLARIZERS[self.polarizer].takes_t and self.zhuang_t is None:
             raise ValueError(f"polarizer={self.polarizer!r} needs zhuang_t, its t "
@@ -158,6 +161,18 @@ class TrainConfig:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {device!r}: this machine has no CUDA GPU that torch can use; pass "
                              "--device cpu (or auto, which picks a GPU when there is one).")
+
+    def _validate_cost(self) -> None:
+        from ..costs import COSTS, load_latency_table
+
+        check_choice("cost", self.cost, tuple(COSTS))
+        if self.cost == "latency":
+            if self.latency_table is None:
+                raise ValueError("cost='latency' needs latency_table, a table measured on this device "
+                                 "(python benchmarks/latency_table.py --out FILE).")
+            load_latency_table(self.latency_table)  # fails now, not after the data are loaded
+        elif self.latency_table is not None:
+            raise ValueError("latency_table is read with cost='latency' only; pass --cost latency or drop it.")
 
     def _validate_settle(self) -> None:
         if not 0.0 <= self.min_keep < 1.0:

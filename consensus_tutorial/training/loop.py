@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..costs import COSTS, CostModel
 from ..consensus import DisagreementCounter, consensus_masks, frozen_masks, gate_modules
 from ..flops import predicted_flops
 from ..data import BatchLoader
@@ -148,7 +149,8 @@ def make_objective(config: TrainConfig, total_steps: int) -> Objective:
     return Objective(
         target_rate=config.target_rate, lambda_sp=config.lambda_sp, lambda_pol=config.lambda_pol,
         polarizer=config.polarizer, zhuang_t=config.zhuang_t,
-        pol_warmup_steps=int(config.pol_warmup * total_steps), flops_aware=config.flops_aware,
+        pol_warmup_steps=int(config.pol_warmup * total_steps), flops_aware=config.flops_aware, cost=config.cost,
+        latency_table=config.latency_table,
         sparsity_on=config.sparsity_on, allocation=config.budget_allocation, min_keep=config.min_keep,
         sparsity_start_steps=int(config.sparsity_start * total_steps),
     )
@@ -160,18 +162,22 @@ def make_settler(config: TrainConfig, total_steps: int) -> Settler | None:
         return None
     from ..baselines import masks_for_flops
 
+    def cost_of(model: ResNet) -> CostModel:
+        return COSTS[config.cost](model, config.latency_table)
+
     def budget_masks(model: ResNet) -> dict:
         gates = gate_modules(model)
         rates = {n: g.firing_rate.detach().float().cpu() for n, g in gates.items()}
         floors = {n: 0 if config.gating == "layer" else max(1, config.min_channels, math.ceil(config.min_keep * g.units - 1e-9))
                   for n, g in gates.items()}  # a layer gate may close its block; a channel layer keeps one channel
         return masks_for_flops(model, rates, config.target_rate, uniform=config.budget_allocation == "uniform",
-                               min_channels=floors)
+                               min_channels=floors, cost=cost_of(model))
 
     return Settler(
         masks_of=lambda model: _masks(model, config), budget_masks=budget_masks, target_rate=config.target_rate,
         flops_aware=config.flops_aware, window=int(config.settle_window), tolerance=config.settle_tolerance,
         deadline_step=max(1, round(config.settle_deadline * total_steps)), max_flips=config.settle_flips,
+        cost_of=cost_of,
     )
 
 
