@@ -457,6 +457,30 @@ def plot_unit_costs(flops: Mapping[str, Any], params: Mapping[str, Any], *,
     return fig
 
 
+def plot_latency_table(table: Mapping[str, Any], *, title: str = "Latency of each block against its width"):
+    """One line per residual block of a latency table (:mod:`consensus_tutorial.costs`):
+    milliseconds per batch against the share of hidden channels kept, coloured by stage;
+    the dashed grey line is what MACs predict (proportional to width, from the full width)."""
+    with plt.rc_context(FONT):
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 3.8), layout="constrained")
+    styles = ("-", "--", ":", "-.")
+    seen: dict[int, int] = {}
+    for name, row in table["blocks"].items():
+        stage = _stage(name)
+        k = seen.setdefault(stage, 0)
+        seen[stage] = k + 1
+        widths = np.asarray(row["widths"], dtype=float)
+        share = widths / widths[-1]
+        ax.plot(share, row["ms"], marker="o", markersize=3, color=STAGE_COLORS[stage % len(STAGE_COLORS)],
+                linestyle=styles[k % len(styles)], label=short_gate_name(f"{name}.gate"))
+        ax.plot(share, np.asarray(row["ms"][-1]) * share, color="0.6", linestyle="--", linewidth=0.8)
+    ax.set(title=title, xlabel="share of the block's hidden channels kept (position b)",
+           ylabel=f"ms per batch of {table.get('batch_size', '?')}", ylim=(0, None))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="block", title_fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def plot_gate_positions():
     """A residual block and the places a gate can multiply: positions a, b and c of a
     channel gate, and a layer gate that scales the whole residual branch ``F(x)``. Below,

@@ -12,14 +12,20 @@ import matplotlib
 matplotlib.use("Agg")
 
 from consensus_tutorial import plots  # noqa: E402
+from consensus_tutorial.costs import load_latency_table  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "book" / "figures"
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "book" / "figures"
+#: the latency table the method page draws (benchmarks/latency_table.py wrote it)
+LATENCY_TABLE = ROOT / "results" / "benchmarks" / "latency_table_resnet20.json"
 
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     plots.plot_gate_positions().savefig(OUT / "gate_positions.png", dpi=130)
     print(f"wrote {OUT / 'gate_positions.png'}")
+    plots.plot_latency_table(load_latency_table(LATENCY_TABLE)).savefig(OUT / "latency_table.png", dpi=130)
+    print(f"wrote {OUT / 'latency_table.png'}")
 
 
 if __name__ == "__main__":

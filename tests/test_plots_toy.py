@@ -191,6 +191,14 @@ def test_training_plots_return_labelled_figures():
     _labelled(plots.plot_kept_channels(masks))
 
 
+def test_latency_table_plot():
+    table = {"batch_size": 64, "blocks": {f"stages.{s}.0": {"widths": [1, 8, 16 * 2 ** s], "ms": [1.0, 2.0, 3.0 + s]}
+                                          for s in range(3)}}
+    fig = plots.plot_latency_table(table)
+    _labelled(fig)
+    assert len(fig.axes[0].get_legend().get_texts()) == 3
+
+
 def test_plots_of_a_deep_wide_network_still_fit_the_column():
     """ResNet-56 has 27 gated layers and 64-channel gates: the figures stay column-wide."""
     model = ct.cifar_resnet(56, gating="channel", gate="static")
