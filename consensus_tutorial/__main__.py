@@ -79,7 +79,8 @@ HELP = {
     "lr": "peak learning rate of the weights (SGD, Nesterov)", "momentum": "SGD momentum",
     "weight_decay": "weight decay of the weights (none on gates)", "schedule": "learning-rate schedule",
     "gate_optimizer": "optimizer of the gate parameters", "gate_lr": "learning rate of the gate parameters",
-    "amp": "bfloat16 autocast on CUDA", "threads": "torch CPU threads (default: torch's choice)",
+    "amp": "bfloat16 autocast on CUDA",
+    "sync_bn": "several CUDA processes (torchrun): batch norm over the global batch, not each process's shard", "threads": "torch CPU threads (default: torch's choice)",
     "verify_checksums": "check the official CIFAR files against their published md5 sums",
     "prune_at": "l1 and bn-polarization: share of the epochs trained before pruning",
     "bn_lambda": "bn-polarization: weight of the polarizer on the BN scales",
@@ -163,11 +164,16 @@ def check_out_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from .training import run
+    from .training.distributed import from_environment
 
     config = config_from_args(args)
-    check_out_folder(args.out, args.resume, args.overwrite)
+    main_process = from_environment().is_main  # under torchrun, rank 0 owns the run folder
+    if main_process:
+        check_out_folder(args.out, args.resume, args.overwrite)
     command = "python -m consensus_tutorial " + " ".join(shlex.quote(a) for a in argv)
     metrics = run(config, args.out, resume=args.resume, progress=not args.quiet, command=command)
+    if not main_process:
+        return 0
     keys = ("method", "top1_gated", "top1_extracted", "flops_dense", "flops_extracted",
             "pruning_rate_flops", "params_dense", "params_extracted", "wall_time_s")
     print(json.dumps({k: metrics[k] for k in keys}, indent=1))

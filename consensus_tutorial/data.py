@@ -635,13 +635,21 @@ class BatchLoader:
 
     Yields ``(x, y)``: x float32 (B, 3, H, W) on ``device`` (channels-last memory format
     if ``channels_last``), y int64 (B,) on ``device``.
+
+    Several processes (``world`` > 1, training only): ``batch_size`` is the *global* batch;
+    process ``rank`` gets images ``rank * B/world ... (rank + 1) * B/world - 1`` of every
+    global batch, with the augmentation the one-process run gives those images, so the
+    ranks see disjoint shards with the same number of steps.
     """
 
     def __init__(self, data: ImageSet, batch_size: int, *, train: bool, device: str | torch.device = "cpu",
                  seed: int = 0, drop_last: bool | None = None, channels_last: bool = False,
-                 padding: int | None = None, flip: bool = True) -> None:
+                 padding: int | None = None, flip: bool = True, rank: int = 0, world: int = 1) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        if world > 1 and (not train or batch_size % world):
+            raise ValueError(f"with {world} processes the training batch ({batch_size}) must be a multiple of "
+                             f"{world} (it is the global batch, split evenly between the processes).")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         self.device = torch.device(device)
@@ -658,6 +666,7 @@ class BatchLoader:
         self.mean = torch.tensor(data.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(data.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self.epoch = 0
+        self.rank, self.world = int(rank), int(world)
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -692,15 +701,21 @@ class BatchLoader:
         return order, offsets[0], offsets[1], flip
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # a generator: the epoch counts only once its first batch is asked for, so that a
+        # caller that calls iter() without iterating (tqdm.auto does, in its constructor)
+        # does not skip an epoch
         epoch, self.epoch = self.epoch, self.epoch + 1
-        return self._batches(epoch)
+        yield from self._batches(epoch)
 
     def _batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, bs = len(self.labels), self.batch_size
         if self.train:
             order, top, left, flip = (t.to(self.device) for t in self.plan(epoch))
+        share = bs // self.world
         for b in range(len(self)):
             s, e = b * bs, min((b + 1) * bs, n)
+            if self.world > 1:  # this process's shard of the global batch
+                s, e = s + self.rank * share, s + (self.rank + 1) * share
             if self.train:
                 idx = order[s:e]
                 x = random_crop_flip(self.images[idx], top[s:e], left[s:e], flip[s:e], self.padding)

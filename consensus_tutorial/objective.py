@@ -114,6 +114,9 @@ class Objective:
     allocation: str = "global"
     min_keep: float = 0.0
     sparsity_start_steps: int = 0
+    #: several processes: the mean of a tensor over all of them, differentiable (the batch
+    #: means are reduced before the non-linear penalties see them); None for one process
+    reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         check_choice("sparsity_on", self.sparsity_on, ("hard", "soft"))
@@ -136,18 +139,22 @@ class Objective:
 
     def __call__(self, model: ResNet, logits: torch.Tensor, labels: torch.Tensor, step: int,
                  record: GateRecord | None = None):
-        """Returns (loss, {"ce", "sparsity", "polarization", "lambda_pol"} as floats).
+        """Returns (loss, {"ce", "sparsity", "polarization", "lambda_pol"}): the terms as
+        detached tensors (read them with ``float``; the trainer does so once per epoch).
 
         ``record``: the :class:`~consensus_tutorial.gates.GateRecord` of the forward pass
         that made ``logits`` (None or empty: an ungated model, or every gate frozen, and
         the loss is the cross-entropy alone)."""
         ce = F.cross_entropy(logits.float(), labels)
         if record is None or not len(record):
-            return ce, {"ce": ce.item(), "sparsity": 0.0, "polarization": 0.0, "lambda_pol": 0.0}
+            return ce, {"ce": ce.detach(), "sparsity": 0.0, "polarization": 0.0, "lambda_pol": 0.0}
         if self._kappa is None:
             self.attach(model)
         pbar = torch.cat([p.float().mean(0) for p in record.p])
         keeps = [h.float().mean(0) for h in (record.p if self.sparsity_on == "soft" else record.g)]
+        if self.reduce_mean is not None:  # one all-reduce for all batch means
+            joined = self.reduce_mean(torch.cat([pbar, *keeps]))
+            pbar, keeps = joined[:pbar.numel()], list(torch.split(joined[pbar.numel():], [k.numel() for k in keeps]))
         weights = self._weights_per_gate(keeps)
         r_sp = pbar.new_zeros(())
         if self._kappa < 1.0:
@@ -158,7 +165,7 @@ class Objective:
         lam_pol = self.lambda_pol_at(step)
         lam_sp = self.lambda_sp if step >= self.sparsity_start_steps else 0.0
         loss = ce + lam_sp * r_sp + lam_pol * r_pol
-        terms = {"ce": ce.item(), "sparsity": r_sp.item(), "polarization": r_pol.item(), "lambda_pol": lam_pol}
+        terms = {"ce": ce.detach(), "sparsity": r_sp.detach(), "polarization": r_pol.detach(), "lambda_pol": lam_pol}
         return loss, terms
 
     def _weights_per_gate(self, keeps: list[torch.Tensor]) -> list[torch.Tensor | None]:

@@ -53,7 +53,7 @@ def test_objective_uniform_pulls_each_layer_to_its_share():
     logits = model(torch.randn(4, 3, 32, 32), record=record)
     loss, terms = objective(model, logits, torch.zeros(4, dtype=torch.long), 0, record)
     kappa = objective._kappa
-    assert terms["sparsity"] == pytest.approx((1.0 - kappa) ** 2, rel=1e-5)  # every gate open at the start
+    assert float(terms["sparsity"]) == pytest.approx((1.0 - kappa) ** 2, rel=1e-5)  # every gate open at the start
 
 
 def test_bad_allocation_settings_are_named():

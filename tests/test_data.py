@@ -356,3 +356,16 @@ def test_image_set_validation():
                  "train", "x")
     s = _random_set(10).subset([3, 1])
     assert s.labels.tolist() == [3, 1] and "n=2" in repr(s)
+
+
+def test_an_iterator_that_is_never_read_does_not_skip_an_epoch():
+    """tqdm.auto calls iter() in its constructor and again to iterate: epoch 0 must still
+    be the first epoch trained, with the augmentation of epoch 0."""
+    from tqdm.auto import tqdm
+
+    data = _set(torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8), list(range(8)))
+    loader = BatchLoader(data, 4, train=True, seed=3)
+    expected = [x for x, _ in BatchLoader(data, 4, train=True, seed=3)]
+    seen = [x for x, _ in tqdm(loader, disable=True)]
+    assert loader.epoch == 1
+    assert all(torch.equal(a, b) for a, b in zip(seen, expected))

@@ -12,6 +12,7 @@ import torch
 
 from ..extraction import PrunedResNet
 from ..io import atomic_torch_save, load_torch_file
+from . import distributed
 from .optim import make_weight_optimizer
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _save_checkpoint(path, state, model, trainee, train_loader, config, hooks, settler) -> None:
+    """Write the checkpoint (rank 0), with the random state of every process."""
+    rng = distributed.gather_objects(_rng_state())
+    if distributed.rank() != 0:
+        return
     payload = {
         "config": config.to_dict(), "epoch": state.epoch, "step": state.step,
         "history": state.history, "elapsed": state.elapsed,
@@ -53,7 +58,7 @@ def _save_checkpoint(path, state, model, trainee, train_loader, config, hooks, s
         "model": model.state_dict(),
         "optimizers": [opt.state_dict() for opt in trainee.optimizers],
         "scheduler": trainee.scheduler.state_dict(),
-        "train_loader": train_loader.state_dict(), "rng": _rng_state(),
+        "train_loader": train_loader.state_dict(), "rng": rng[0], "rng_ranks": rng, "processes": len(rng),
         "method": hooks.state_dict(), "settle": settler.state_dict() if settler else {},
     }
     if trainee.handed_over:
@@ -65,6 +70,10 @@ def _load_checkpoint(path, model, trainee, train_loader, config, hooks, settler)
     device = next(model.parameters()).device
     saved = load_torch_file(path, "checkpoint", device)
     _check_same_config(saved["config"], config)
+    if saved.get("processes", 1) != distributed.world():
+        raise ValueError(f"the checkpoint was written by a run of {saved.get('processes', 1)} process(es); resume it "
+                         f"with as many (torchrun --nproc_per_node={saved.get('processes', 1)}), not "
+                         f"{distributed.world()}.")
     model.load_state_dict(saved["model"])
     if "extracted" in saved:
         net = PrunedResNet(saved["extracted"]["spec"]).to(device)
@@ -75,7 +84,7 @@ def _load_checkpoint(path, model, trainee, train_loader, config, hooks, settler)
         opt.load_state_dict(opt_state)
     trainee.scheduler.load_state_dict(saved["scheduler"])
     train_loader.load_state_dict(saved["train_loader"])
-    _set_rng_state(saved["rng"])
+    _set_rng_state(saved["rng_ranks"][distributed.rank()] if "rng_ranks" in saved else saved["rng"])
     hooks.load_state_dict(saved.get("method", {}))
     if settler is not None:
         settler.load_state_dict(saved.get("settle", {}))

@@ -73,6 +73,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    sync_bn: bool = False
     threads: int | None = None
     verify_checksums: bool = True
     # used by some baselines (see consensus_tutorial.baselines)

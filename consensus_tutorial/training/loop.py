@@ -25,6 +25,7 @@ from ..gates import GateRecord
 from ..models import ResNet
 from ..objective import Objective
 from ..settle import Settler, is_live
+from . import distributed
 from .checkpoint import FitState, _load_checkpoint, _save_checkpoint
 from .config import TrainConfig
 from .optim import make_optimizers, make_weight_optimizer
@@ -132,14 +133,16 @@ def fit(
     if hooks.gated(model):
         objective.attach(model)
     loop = _Loop(model, trainee, train_loader, test_loader, config, objective, hooks, settler)
+    progress = progress and loop.main
     epochs = tqdm(range(state.epoch, config.epochs), desc="epochs", initial=state.epoch,
                   total=config.epochs, disable=not progress)
     for epoch in epochs:
         record = loop.epoch(state, epoch, progress)
-        epochs.set_postfix(top1=f"{record['top1_gated']:.2f}")
-        if ckpt_path is not None:
+        if loop.main:
+            epochs.set_postfix(top1=f"{record['top1_gated']:.2f}")
+        if ckpt_path is not None:  # every process takes part (its random state), rank 0 writes
             _save_checkpoint(ckpt_path, state, model, trainee, train_loader, config, hooks, settler)
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and loop.main:
             on_epoch_end(epoch + 1, record)
     return FitResult(state.history, trainee.net, state.wall_before)
 
@@ -153,6 +156,7 @@ def make_objective(config: TrainConfig, total_steps: int) -> Objective:
         latency_table=config.latency_table,
         sparsity_on=config.sparsity_on, allocation=config.budget_allocation, min_keep=config.min_keep,
         sparsity_start_steps=int(config.sparsity_start * total_steps),
+        reduce_mean=distributed.mean_across_ranks if distributed.world() > 1 else None,
     )
 
 
@@ -202,14 +206,28 @@ class _Loop:
         self.objective, self.hooks, self.settler = objective, hooks, settler
         self.device = next(model.parameters()).device
         self.total_steps = config.epochs * len(train_loader)
+        self.main = distributed.rank() == 0  # evaluates; the others only train
+        self._wrapped: tuple[tuple, nn.Module] | None = None
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float]:
-        """One optimizer step; returns the loss terms as floats."""
-        net, optimizers = self.trainee.net, self.trainee.optimizers
+    def _forward_net(self) -> nn.Module:
+        """The trained network, in DistributedDataParallel under several processes (wrapped
+        again after a hand-over, which trains another network)."""
+        frozen = tuple(g.is_frozen for g in gate_modules(self.trainee.net).values())
+        key = (self.trainee.net, frozen)
+        if self._wrapped is None or self._wrapped[0] != key:
+            wrapped = distributed.wrap(self.trainee.net, self.device, unused_parameters=any(frozen))
+            self._wrapped = (key, wrapped)
+        return self._wrapped[1]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step; returns the loss terms as detached tensors (read on the host
+        once per logging interval, not here: on a GPU every read waits for the device)."""
+        optimizers = self.trainee.optimizers
         record = None if self.trainee.handed_over else GateRecord()
         with _autocast(self.device, self.config.amp):
+            net = self._forward_net()
             logits = net(x) if record is None else net(x, record=record)
-        loss, terms = self.objective(net, logits, y, step, record)
+        loss, terms = self.objective(self.trainee.net, logits, y, step, record)
         loss = loss + self.hooks.extra_loss(self.model)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
@@ -218,7 +236,9 @@ class _Loop:
             opt.step()
         self.trainee.scheduler.step()
         self.hooks.after_step(self.model)
-        return {"loss": loss.item(), **terms}
+        if record is not None and len(record):  # one consensus: the firing rates of all processes
+            distributed.average_buffers([g.firing_rate for g in record.gates])
+        return {"loss": loss.detach(), **terms}
 
     def _maybe_hand_over(self, step: int) -> int | None:
         """Hand over to the extracted network once the gates are frozen to a mask that
@@ -237,7 +257,7 @@ class _Loop:
         self.hooks.on_epoch_start(self.model, epoch)
         handover = self._maybe_hand_over(state.step)
         self.trainee.net.train()
-        sums = {"loss": 0.0, "ce": 0.0, "sparsity": 0.0, "polarization": 0.0, "lambda_pol": 0.0}
+        sums: dict[str, Any] = {"loss": 0.0, "ce": 0.0, "sparsity": 0.0, "polarization": 0.0, "lambda_pol": 0.0}
         batches, settled = 0, None
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
         for x, y in bar:
@@ -250,11 +270,14 @@ class _Loop:
                 if masks is not None:
                     settled = self._settle(masks, epoch)
                     handover = self._maybe_hand_over(state.step)
-            if batches % 10 == 0:
-                bar.set_postfix(loss=f"{sums['loss'] / batches:.3f}")
+            if progress and batches % 10 == 0:
+                bar.set_postfix(loss=f"{float(sums['loss']) / batches:.3f}")
         record = {"epoch": epoch + 1, "lr": self.trainee.scheduler.get_last_lr()[0]}
-        record |= {("train_loss" if k == "loss" else k): v / max(batches, 1) for k, v in sums.items()}
-        record |= _gate_report(self.model, self.trainee.net, self.test_loader, self.config)
+        record |= self._mean_terms(sums, batches)
+        if distributed.active():
+            record["mask_agreement"] = _mask_agreement(self.model, self.config)
+        if self.main:
+            record |= _gate_report(self.model, self.trainee.net, self.test_loader, self.config)
         if settled is not None:
             record["settle"] = settled
         if handover is not None:
@@ -265,8 +288,18 @@ class _Loop:
         state.epoch = epoch + 1
         return record
 
+    def _mean_terms(self, sums: dict, batches: int) -> dict[str, float]:
+        """The epoch's mean loss terms over all steps of all processes (one reduction)."""
+        totals = distributed.sum_across_ranks(
+            {k: torch.as_tensor(v, dtype=torch.float32, device=self.device) for k, v in sums.items()})
+        count = max(batches, 1) * distributed.world()
+        return {("train_loss" if k == "loss" else k): float(v) / count for k, v in totals.items()}
+
     def _settle(self, masks: dict, epoch: int) -> dict:
-        """Freeze the gates to ``masks``; measure the test set just before and after."""
+        """Freeze the gates to ``masks``; measure the test set just before and after (rank 0)."""
+        if not self.main:
+            self.settler.freeze(self.model, masks)
+            return dict(self.settler.record, epoch=epoch + 1)
         live = evaluate(self.model, self.test_loader, masks, amp=self.config.amp)
         self.settler.freeze(self.model, masks)
         frozen = evaluate(self.model, self.test_loader, amp=self.config.amp)
@@ -292,6 +325,17 @@ def _gate_report(model: ResNet, net: nn.Module, test_loader, config: TrainConfig
         report["kept_units"] = {n: int(m.sum()) for n, m in masks.items()}
         report["flops_masked"] = predicted_flops(model, masks)
     return report
+
+
+def _mask_agreement(model: ResNet, config: TrainConfig) -> float:
+    """Share of gated units on whose consensus decision every process agrees (1.0: one
+    mask); a collective call, made by every process."""
+    masks = _masks(model, config) if gate_modules(model) else {}
+    flat = torch.cat([m.reshape(-1).bool() for m in masks.values()]) if masks else torch.ones(0, dtype=torch.bool)
+    everyone = torch.stack([torch.as_tensor(m) for m in distributed.gather_objects(flat)])
+    if everyone.shape[1] == 0:
+        return 1.0
+    return float((everyone == everyone[0]).all(0).float().mean())
 
 
 def _masks(model: ResNet, config: TrainConfig) -> dict:

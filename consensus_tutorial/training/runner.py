@@ -22,6 +22,7 @@ from ..extraction import PrunedResNet, extract_subnetwork, save_subnetwork
 from ..io import atomic_json, machine_info, remove_stale_temporaries
 from ..flops import count_flops, count_params
 from ..models import ResNet, build_model
+from . import distributed
 from .config import TrainConfig
 from .loop import FitResult, _masks, evaluate, fit
 
@@ -99,39 +100,67 @@ def run(
     config = config.validate()
     if config.threads:
         torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
+    ranks = distributed.from_environment()
+    device = _process_device(config, ranks)
+    joined = distributed.start(ranks, device)
+    try:
+        started = time.perf_counter()
+        model, train_loader, test_loader = _prepare(config, ranks, device, progress and ranks.is_main)
+        out_dir = Path(out) if out else None
+        if out_dir and ranks.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(out_dir)  # left by a write that was killed
+        fitted = fit(model, train_loader, test_loader, config,
+                     checkpoint=out_dir / "checkpoint.pt" if out_dir else None, resume=resume,
+                     on_epoch_end=on_epoch_end, progress=progress and ranks.is_main)
+        if not ranks.is_main:  # rank 0 extracts, evaluates and writes
+            distributed.barrier()
+            return RunResult({"rank": ranks.rank})
+        metrics, subnet = finish(model, fitted, test_loader, config)
+        metrics |= {"wall_time_s": round(fitted.wall_before + time.perf_counter() - started, 1),
+                    "train_time_s": round(sum(h["seconds"] for h in fitted.history), 1),
+                    "command": command or " ".join(sys.argv), "device": str(device),
+                    "machine": machine_info(device), "processes": ranks.world}
+        result = RunResult(metrics)
+        result.history, result.model, result.subnetwork = fitted.history, model, subnet
+        if out_dir:
+            save_subnetwork(result.subnetwork, out_dir / "subnetwork.pt")
+            atomic_json(out_dir / "history.json", fitted.history)
+            atomic_json(out_dir / "metrics.json", dict(result))
+        distributed.barrier()
+        return result
+    finally:
+        distributed.stop(joined)
+
+
+def _process_device(config: TrainConfig, ranks: distributed.Ranks) -> torch.device:
+    """The device of this process: the config's, or GPU ``LOCAL_RANK`` under torchrun."""
     device = select_device(config.device)
-    started = time.perf_counter()
+    if device.type == "cuda" and ranks.world > 1:
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def _prepare(config: TrainConfig, ranks: distributed.Ranks, device: torch.device,
+             progress: bool) -> tuple[ResNet, BatchLoader, BatchLoader]:
+    """The model (seeded: the same on every process) and the data loaders of a run."""
+    torch.manual_seed(config.seed)
     train_set, test_set = load_data(config, progress)
     channels_last = device.type == "cuda"
     train_loader = BatchLoader(train_set, config.batch_size, train=True, device=device, seed=config.seed,
-                               channels_last=channels_last)
+                               channels_last=channels_last, rank=ranks.rank, world=ranks.world)
     test_loader = BatchLoader(test_set, 500, train=False, device=device, channels_last=channels_last)
     torch.manual_seed(config.seed)
     model = build_for(config).to(device)
+    if config.sync_bn and ranks.world > 1:
+        if device.type != "cuda":
+            raise ValueError("sync_bn: PyTorch's SyncBatchNorm runs on CUDA only; train without --sync-bn on the "
+                             "CPU (each process then normalises with its own shard's batch statistics).")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    out_dir = Path(out) if out else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out_dir)  # left by a write that was killed
-    fitted = fit(model, train_loader, test_loader, config,
-                 checkpoint=out_dir / "checkpoint.pt" if out_dir else None, resume=resume,
-                 on_epoch_end=on_epoch_end, progress=progress)
-    metrics, subnet = finish(model, fitted, test_loader, config)
-    history = fitted.history
-    metrics["wall_time_s"] = round(fitted.wall_before + time.perf_counter() - started, 1)
-    metrics["train_time_s"] = round(sum(h["seconds"] for h in history), 1)
-    metrics["command"] = command or " ".join(sys.argv)
-    metrics["device"] = str(device)
-    metrics["machine"] = machine_info(device)
-    result = RunResult(metrics)
-    result.history, result.model, result.subnetwork = history, model, subnet
-    if out_dir:
-        save_subnetwork(result.subnetwork, out_dir / "subnetwork.pt")
-        atomic_json(out_dir / "history.json", history)
-        atomic_json(out_dir / "metrics.json", dict(result))
-    return result
+    return model, train_loader, test_loader
 
 
 def finish(model: ResNet, fitted: FitResult, test_loader, config: TrainConfig) -> tuple[dict[str, Any], nn.Module]:
