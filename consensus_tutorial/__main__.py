@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -170,7 +171,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     main_process = from_environment().is_main  # under torchrun, rank 0 owns the run folder
     if main_process:
         check_out_folder(args.out, args.resume, args.overwrite)
-    command = "python -m consensus_tutorial " + " ".join(shlex.quote(a) for a in argv)
+    command = _launcher() + " -m consensus_tutorial " + " ".join(shlex.quote(a) for a in argv)
     metrics = run(config, args.out, resume=args.resume, progress=not args.quiet, command=command)
     if not main_process:
         return 0
@@ -179,6 +180,15 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     print(json.dumps({k: metrics[k] for k in keys}, indent=1))
     print(f"wrote {args.out}/metrics.json, history.json, subnetwork.pt, checkpoint.pt")
     return 0
+
+
+def _launcher() -> str:
+    """How this process was started, for the command a run folder records."""
+    world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if world == 1:
+        return "python"
+    nodes = f"--nnodes={world // local} " if world > local else ""
+    return f"torchrun {nodes}--nproc_per_node={local}"
 
 
 def read_run_metrics(run_dir: Path) -> dict:

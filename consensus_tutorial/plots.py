@@ -481,6 +481,29 @@ def plot_latency_table(table: Mapping[str, Any], *, title: str = "Latency of eac
     return fig
 
 
+def plot_mask_agreement(history: Sequence[Mapping], *, processes: int,
+                        title: str = "One consensus across processes"):
+    """From the history of a run of several processes: the share of gated units on whose
+    decision every process agrees (``mask_agreement``), and the units the mask keeps, per
+    epoch; the epoch in which the gates froze is marked."""
+    epochs = _epochs(history)
+    with plt.rc_context(FONT):
+        fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH, 3.2), layout="constrained")
+    axes[0].plot(epochs, [100 * h["mask_agreement"] for h in history], marker="o", color=OPEN_COLOR)
+    axes[0].set(title=f"Decided alike by all {processes} processes", ylabel="% of gated units", ylim=(0, 105))
+    axes[1].plot(epochs, [sum(h["kept_units"].values()) for h in history], marker="o", color=CLOSED_COLOR)
+    axes[1].set(title="Units the mask keeps", ylabel="units", ylim=(0, None))
+    frozen = next((h["epoch"] for h in history if "settle" in h), None)
+    for ax in axes:
+        if frozen is not None:
+            ax.axvline(frozen, **THRESHOLD_STYLE)
+        ax.set_xlabel("epoch" + (f" (dashed: gates froze in epoch {frozen})" if frozen is not None else ""))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
+
+
 def plot_gate_positions():
     """A residual block and the places a gate can multiply: positions a, b and c of a
     channel gate, and a layer gate that scales the whole residual branch ``F(x)``. Below,

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +17,8 @@ from consensus_tutorial.costs import load_latency_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "book" / "figures"
+#: the run of two processes the running page draws
+TWO_PROCESSES = ROOT / "results" / "distributed" / "cpu-2proc"
 #: the latency table the method page draws (benchmarks/latency_table.py wrote it)
 LATENCY_TABLE = ROOT / "results" / "benchmarks" / "latency_table_resnet20.json"
 
@@ -26,6 +29,10 @@ def main() -> None:
     print(f"wrote {OUT / 'gate_positions.png'}")
     plots.plot_latency_table(load_latency_table(LATENCY_TABLE)).savefig(OUT / "latency_table.png", dpi=130)
     print(f"wrote {OUT / 'latency_table.png'}")
+    history = json.loads((TWO_PROCESSES / "history.json").read_text())
+    processes = json.loads((TWO_PROCESSES / "metrics.json").read_text())["processes"]
+    plots.plot_mask_agreement(history, processes=processes).savefig(OUT / "mask_agreement.png", dpi=130)
+    print(f"wrote {OUT / 'mask_agreement.png'}")
 
 
 if __name__ == "__main__":

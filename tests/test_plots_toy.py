@@ -199,6 +199,14 @@ def test_latency_table_plot():
     assert len(fig.axes[0].get_legend().get_texts()) == 3
 
 
+def test_mask_agreement_plot():
+    history = [{"epoch": e, "mask_agreement": 1.0, "kept_units": {"a": 10 - e, "b": 5}} for e in (1, 2, 3)]
+    history[1]["settle"] = {"step": 7}
+    fig = plots.plot_mask_agreement(history, processes=2)
+    _labelled(fig)
+    assert "epoch 2" in fig.axes[0].get_xlabel()
+
+
 def test_plots_of_a_deep_wide_network_still_fit_the_column():
     """ResNet-56 has 27 gated layers and 64-channel gates: the figures stay column-wide."""
     model = ct.cifar_resnet(56, gating="channel", gate="static")

@@ -1,0 +1,84 @@
+"""Step time of one process against two (torchrun, gloo) on this machine's CPU.
+
+A CPU check of the multi-process path, not a GPU result: both runs train the same settings
+with the same global batch, one as a single process with ``--threads 2``, one as two
+processes of one thread each under ``torchrun --nproc_per_node=2`` (each process then sees
+half of every batch, and the gradients, firing rates and penalty means are all-reduced
+over gloo every step). It prints the mean training seconds per epoch of each and their
+ratio, measured one after the other in this run. On a GPU machine the same command with
+``--device cuda`` compares one GPU with two.
+
+Run (from the repository root; a few minutes on a 2-core CPU)::
+
+    .venv/bin/python benchmarks/processes.py --limit-train 4096 --epochs 3 --json results/benchmarks/processes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from machine import machine_info, write_json
+
+from consensus_tutorial.data import data_root
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-root", default=str(data_root() / "cifar10"), help="CIFAR-10 folder")
+    p.add_argument("--limit-train", type=int, default=4096)
+    p.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is left out of the mean")
+    p.add_argument("--batch-size", type=int, default=128, help="the global batch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.epochs < 2:
+        p.error("--epochs must be >= 2 (the first epoch warms up and is not counted)")
+    return args
+
+
+def _train(args: argparse.Namespace, processes: int, out: Path) -> list[float]:
+    """Seconds of each training epoch of one run."""
+    flags = ["train", "--data-root", args.data_root, "--epochs", str(args.epochs), "--limit-train",
+             str(args.limit_train), "--limit-test", "500", "--batch-size", str(args.batch_size), "--device",
+             args.device, "--threads", str(2 // processes if args.device == "cpu" else 1), "--quiet",
+             "--out", str(out)]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command = [*(launcher if processes > 1 else [sys.executable]), "-m", "consensus_tutorial", *flags]
+    env = {**os.environ, "OMP_NUM_THREADS": str(2 // processes), "PYTHONPATH": str(ROOT)}
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return [h["seconds"] for h in json.loads((out / "history.json").read_text())]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds = {n: _train(args, n, Path(tmp) / f"p{n}") for n in (1, 2)}
+    mean = {n: sum(s[1:]) / len(s[1:]) for n, s in seconds.items()}
+    info = machine_info(args.device)
+    print(f"Training seconds per epoch, {args.limit_train} images, global batch {args.batch_size}, "
+          f"mean of epochs 2-{args.epochs} (a CPU check of the multi-process path)")
+    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print("| processes | threads each | s per epoch |")
+    print("|---|---|---|")
+    for n in (1, 2):
+        print(f"| {n} | {2 // n} | {mean[n]:.1f} |")
+    print(f"two processes / one process: {mean[2] / mean[1]:.2f}")
+    if args.json:
+        write_json(args.json, {"what": "training seconds per epoch, one process vs two (torchrun, gloo)",
+                               "command": "python benchmarks/processes.py " + " ".join(argv or sys.argv[1:]),
+                               "machine": info, "seconds": {str(n): s for n, s in seconds.items()},
+                               "ratio": mean[2] / mean[1]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
