@@ -114,7 +114,7 @@ class Objective:
     allocation: str = "global"
     min_keep: float = 0.0
     sparsity_start_steps: int = 0
-    #: several processes: the mean of a tensor over all of them, differentiable (the batch
+    #: the mean of a tensor over all processes of a multi-process run, differentiable (the batch
     #: means are reduced before the non-linear penalties see them); None for one process
     reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
 
