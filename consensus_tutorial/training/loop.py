@@ -5,6 +5,7 @@ the settler and the hand-over to the extracted network."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -149,12 +150,10 @@ def fit(
 
 def make_objective(config: TrainConfig, total_steps: int) -> Objective:
     """The training objective of ``config`` for a run of ``total_steps`` steps."""
+    same = {f.name: getattr(config, f.name) for f in dataclasses.fields(Objective) if hasattr(config, f.name)}
     return Objective(
-        target_rate=config.target_rate, lambda_sp=config.lambda_sp, lambda_pol=config.lambda_pol,
-        polarizer=config.polarizer, zhuang_t=config.zhuang_t,
-        pol_warmup_steps=int(config.pol_warmup * total_steps), flops_aware=config.flops_aware, cost=config.cost,
-        latency_table=config.latency_table,
-        sparsity_on=config.sparsity_on, allocation=config.budget_allocation, min_keep=config.min_keep,
+        **same | {"allocation": config.budget_allocation},  # "auto" resolved for the gating
+        pol_warmup_steps=int(config.pol_warmup * total_steps),
         sparsity_start_steps=int(config.sparsity_start * total_steps),
         reduce_mean=distributed.mean_across_ranks if distributed.world() > 1 else None,
     )
