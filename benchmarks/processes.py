@@ -1,6 +1,7 @@
 """Step time of one process against two (torchrun, gloo) on this machine's CPU.
 
 A CPU check of the multi-process path, not a GPU result: both runs train the same settings
+(the package's default consensus method)
 with the same global batch, one as a single process with ``--threads 2``, one as two
 processes of one thread each under ``torchrun --nproc_per_node=2`` (each process then sees
 half of every batch, and the gradients, firing rates and penalty means are all-reduced
@@ -64,8 +65,9 @@ def main(argv=None) -> int:
         seconds = {n: _train(args, n, Path(tmp) / f"p{n}") for n in (1, 2)}
     mean = {n: sum(s[1:]) / len(s[1:]) for n, s in seconds.items()}
     info = machine_info(args.device)
-    print(f"Training seconds per epoch, {args.limit_train} images, global batch {args.batch_size}, "
-          f"mean of epochs 2-{args.epochs} (a CPU check of the multi-process path)")
+    print(f"Seconds per epoch as history.json records them (training on {args.limit_train} images, global batch "
+          f"{args.batch_size}, and rank 0's evaluation of 500 test images), mean of epochs 2-{args.epochs}; "
+          f"a CPU check of the multi-process path, run one after the other")
     print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
     print("| processes | threads each | s per epoch |")
     print("|---|---|---|")
