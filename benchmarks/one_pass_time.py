@@ -1,0 +1,90 @@
+"""Total training time of one-pass pruning against dense training, same schedule.
+
+What it measures: the package's default consensus run (gates live until the mask settles,
+then the hand-over to the extracted network, whose epochs cost what the smaller network
+costs) and a dense run (``--method dense``), with the same data, schedule and threads,
+trained in ABBA order (dense, consensus, consensus, dense, ...) for ``--pairs`` pairs, so
+that a change of machine load hits both. Each run's time is the sum of its epochs'
+training and evaluation seconds as ``history.json`` records them; the script prints the
+medians and their ratio, and the gated epochs before the hand-over against dense epochs.
+
+Run (from the repository root; about 10 minutes on a 2-core CPU)::
+
+    .venv/bin/python benchmarks/one_pass_time.py --data-root ../shared/data/cifar10 --json results/benchmarks/one_pass_time.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from machine import machine_info, write_json
+
+from consensus_tutorial.data import data_root
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data-root", default=str(data_root() / "cifar10"), help="CIFAR-10 folder")
+    p.add_argument("--limit-train", type=int, default=4096)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pairs", type=int, default=1, help="ABBA pairs of runs")
+    p.add_argument("--json", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+def _run(args: argparse.Namespace, method: str, out: Path) -> list[dict]:
+    """The history of one run of ``method``."""
+    command = [sys.executable, "-m", "consensus_tutorial", "train", "--method", method, "--data-root",
+               args.data_root, "--epochs", str(args.epochs), "--limit-train", str(args.limit_train),
+               "--limit-test", "500", "--batch-size", str(args.batch_size), "--threads", str(args.threads),
+               "--quiet", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return json.loads((out / "history.json").read_text())
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    order = [m for pair in range(args.pairs) for m in (("dense", "consensus") if pair % 2 == 0
+                                                         else ("consensus", "dense"))]
+    histories: dict[str, list[list[dict]]] = {"dense": [], "consensus": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, method in enumerate(order):
+            histories[method].append(_run(args, method, Path(tmp) / f"{i}-{method}"))
+    total = {m: statistics.median(sum(h["seconds"] for h in run) for run in runs) for m, runs in histories.items()}
+    run = histories["consensus"][0]
+    handover = next((i for i, h in enumerate(run) if "handover_step" in h), None)
+    gated = [h["seconds"] for h in run[:handover]] if handover else []
+    dense_epoch = statistics.median(h["seconds"] for r in histories["dense"] for h in r)
+    info = machine_info("cpu")
+    print(f"Total seconds (training + per-epoch evaluation of 500 images), {args.epochs} epochs on "
+          f"{args.limit_train} images, batch {args.batch_size}, {args.threads} threads, {args.pairs} ABBA pair(s)")
+    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print(f"dense: {total['dense']:.1f} s; one pass (default consensus): {total['consensus']:.1f} s; "
+          f"one pass / dense: {total['consensus'] / total['dense']:.2f}")
+    if gated:
+        print(f"epochs before the hand-over (epoch {handover + 1} handed over): gated epoch / dense epoch "
+              f"{statistics.median(gated) / dense_epoch:.2f}")
+    if args.json:
+        write_json(args.json, {"what": "total one-pass training time against dense training, same schedule",
+                               "command": "python benchmarks/one_pass_time.py " + " ".join(argv or sys.argv[1:]),
+                               "machine": info, "total_s": total, "ratio": total["consensus"] / total["dense"],
+                               "histories_seconds": {m: [[h["seconds"] for h in r] for r in runs]
+                                                     for m, runs in histories.items()}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
