@@ -28,6 +28,9 @@ DENSE = ROOT / "results" / "cifar10-resnet20" / "dense"  # the same dense run se
 #: points of different methods at the same FLOPs are drawn this far apart (points of %)
 DODGE = {"random": 0.8, "l1": -0.8}
 #: setting -> (label in tables, style of METHOD_STYLES)
+#: the legend's name of a method style
+LEGEND = {"consensus": "consensus, channel (b)", "random": "random channels", "l1": "L1-norm",
+          "consensus, layer": "consensus, layer", "random, consensus widths": "random at the consensus widths"}
 SETTINGS = {
     "consensus-b-0.5": ("consensus, channel b, 0.5", "consensus"),
     "random-0.5": ("random channels, 0.5", "random"),
@@ -117,7 +120,7 @@ def plot(runs: dict[str, list[dict]], dense_top1: float | None):
         x = 100 * statistics.mean(r["pruning_rate_flops"] for r in rs)
         err = statistics.stdev(top1) if len(top1) > 1 else 0.0
         ax.errorbar(x + DODGE.get(style, 0.0), statistics.mean(top1), yerr=err, capsize=4, linestyle="none",
-                    markersize=8, markeredgewidth=1.6, label=None if style in drawn else style,
+                    markersize=8, markeredgewidth=1.6, label=None if style in drawn else LEGEND[style],
                     **group_style(style, 0))
         drawn.add(style)
     if not runs:
@@ -128,7 +131,7 @@ def plot(runs: dict[str, list[dict]], dense_top1: float | None):
     ax.set(xlabel="FLOPs removed (%)", ylabel="test top-1 (%), extracted network",
            title="CIFAR-10, ResNet-20, 10 epochs: mean ± sd over seeds")
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside right upper")
+    fig.legend(loc="outside lower center", ncol=3)
     return fig
 
 
