@@ -34,6 +34,7 @@ from machine import machine_info, write_json
 from timing import add_timing_args, check_timing_args, timing_device
 
 import consensus_tutorial as ct
+from consensus_tutorial.costs import block_input_shapes
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,28 +48,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def block_inputs(model: ct.ResNet, device: torch.device) -> dict[str, tuple[int, int, int]]:
-    """{block name "stages.i.j": (channels, height, width) of its input}, in network order."""
-    shapes: dict[str, tuple[int, int, int]] = {}
-    hooks = [block.register_forward_hook(
-                 lambda mod, inp, out, name=f"stages.{i}.{j}": shapes.__setitem__(name, tuple(inp[0].shape[1:])))
-             for i, stage in enumerate(model.stages) for j, block in enumerate(stage)]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *model.input_shape, device=device))
-    finally:
-        for h in hooks:
-            h.remove()
-    return shapes
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = timing_device(args)
     torch.manual_seed(0)
     model = ct.build_model(args.arch, 10).to(device).eval()
     blocks = {f"stages.{i}.{j}": block for i, stage in enumerate(model.stages) for j, block in enumerate(stage)}
-    shapes = block_inputs(model, device)
+    shapes = {name: shape[1:] for name, shape in block_input_shapes(model, 1).items()}  # (C, H, W)
     macs = {name: ct.count_flops(blocks[name], (1, *shapes[name])) for name in blocks}
 
     rows = []

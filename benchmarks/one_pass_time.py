@@ -16,43 +16,22 @@ Run (from the repository root; about 10 minutes on a 2-core CPU)::
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from machine import machine_info, write_json
-
-from consensus_tutorial.data import data_root
-
-ROOT = Path(__file__).resolve().parents[1]
+from timing import add_run_args, train_history
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-root", default=str(data_root() / "cifar10"), help="CIFAR-10 folder")
-    p.add_argument("--limit-train", type=int, default=4096)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
+    add_run_args(p, epochs=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pairs", type=int, default=1, help="ABBA pairs of runs")
-    p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
-
-
-def _run(args: argparse.Namespace, method: str, out: Path) -> list[dict]:
-    """The history of one run of ``method``."""
-    command = [sys.executable, "-m", "consensus_tutorial", "train", "--method", method, "--data-root",
-               args.data_root, "--epochs", str(args.epochs), "--limit-train", str(args.limit_train),
-               "--limit-test", "500", "--batch-size", str(args.batch_size), "--threads", str(args.threads),
-               "--quiet", "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    return json.loads((out / "history.json").read_text())
 
 
 def main(argv=None) -> int:
@@ -62,7 +41,8 @@ def main(argv=None) -> int:
     histories: dict[str, list[list[dict]]] = {"dense": [], "consensus": []}
     with tempfile.TemporaryDirectory() as tmp:
         for i, method in enumerate(order):
-            histories[method].append(_run(args, method, Path(tmp) / f"{i}-{method}"))
+            out = Path(tmp) / f"{i}-{method}"
+            histories[method].append(train_history(args, out, ["--method", method], threads=args.threads))
     total = {m: statistics.median(sum(h["seconds"] for h in run) for run in runs) for m, runs in histories.items()}
     run = histories["consensus"][0]
     handover = next((i for i, h in enumerate(run) if "handover_step" in h), None)

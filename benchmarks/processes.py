@@ -17,29 +17,19 @@ Run (from the repository root; a few minutes on a 2-core CPU)::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from machine import machine_info, write_json
-
-from consensus_tutorial.data import data_root
-
-ROOT = Path(__file__).resolve().parents[1]
+from timing import add_run_args, train_history
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data-root", default=str(data_root() / "cifar10"), help="CIFAR-10 folder")
-    p.add_argument("--limit-train", type=int, default=4096)
-    p.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is left out of the mean")
-    p.add_argument("--batch-size", type=int, default=128, help="the global batch")
+    add_run_args(p, epochs=3)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if args.epochs < 2:
         p.error("--epochs must be >= 2 (the first epoch warms up and is not counted)")
@@ -47,16 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _train(args: argparse.Namespace, processes: int, out: Path) -> list[float]:
-    """Seconds of each training epoch of one run."""
-    flags = ["train", "--data-root", args.data_root, "--epochs", str(args.epochs), "--limit-train",
-             str(args.limit_train), "--limit-test", "500", "--batch-size", str(args.batch_size), "--device",
-             args.device, "--threads", str(2 // processes if args.device == "cpu" else 1), "--quiet",
-             "--out", str(out)]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    command = [*(launcher if processes > 1 else [sys.executable]), "-m", "consensus_tutorial", *flags]
-    env = {**os.environ, "OMP_NUM_THREADS": str(2 // processes), "PYTHONPATH": str(ROOT)}
-    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    return [h["seconds"] for h in json.loads((out / "history.json").read_text())]
+    """Seconds of each epoch of one run of ``processes`` processes sharing two CPU threads."""
+    threads = 2 // processes if args.device == "cpu" else 1
+    history = train_history(args, out, ["--device", args.device], processes=processes, threads=threads)
+    return [h["seconds"] for h in history]
 
 
 def main(argv=None) -> int:

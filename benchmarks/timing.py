@@ -1,17 +1,21 @@
-"""Side-by-side latency timing shared by the inference benchmarks: the command-line
-options, loading a recorded run's extracted network with its dense counterpart, and the
-ABBA-interleaved measurement of the two."""
+"""Helpers shared by the benchmarks: the timing options, loading a recorded run's extracted
+network with its dense counterpart, the ABBA-interleaved measurement of the two, and
+training whole runs through the command line (for the benchmarks that time runs)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
 import consensus_tutorial as ct
+from consensus_tutorial.data import data_root
 from consensus_tutorial.training import select_device
 
 
@@ -65,3 +69,27 @@ def paired_latency(dense, subnet, batch: int, input_shape, device, rounds: int, 
             times[name].append(ct.measure_latency(models[name], size, repeats=repeats, warmup=0, device=device,
                                                    clock=clock))
     return statistics.median(times["dense"]), statistics.median(times["sub"])
+
+
+def add_run_args(p: argparse.ArgumentParser, epochs: int) -> None:
+    """The data and schedule of benchmarks that train whole runs through the command line."""
+    p.add_argument("--data-root", default=str(data_root() / "cifar10"), help="CIFAR-10 folder")
+    p.add_argument("--limit-train", type=int, default=4096)
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=128, help="the (global) batch")
+    p.add_argument("--json", type=Path, default=None, help="also write the result and the machine here")
+
+
+def train_history(args: argparse.Namespace, out: Path, flags: list[str], processes: int = 1,
+                  threads: int = 1) -> list[dict]:
+    """Train one run (``python -m consensus_tutorial train``, under torchrun with ``processes``
+    > 1) with the data and schedule of ``args`` plus ``flags``; return its ``history.json``."""
+    root = Path(__file__).resolve().parents[1]
+    command = ["train", "--data-root", args.data_root, "--epochs", str(args.epochs), "--limit-train",
+               str(args.limit_train), "--limit-test", "500", "--batch-size", str(args.batch_size),
+               "--threads", str(threads), "--quiet", "--out", str(out), *flags]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(root)}
+    subprocess.run([*(launcher if processes > 1 else [sys.executable]), "-m", "consensus_tutorial", *command],
+                   cwd=root, env=env, check=True, capture_output=True, text=True)
+    return json.loads((out / "history.json").read_text())

@@ -23,12 +23,11 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
 from machine import machine_info, write_json
 from timing import timing_device
 
 import consensus_tutorial as ct
-from consensus_tutorial.extraction import PrunedBasicBlock, block_spec
+from consensus_tutorial.costs import block_at_width, block_input_shapes, time_alternating
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,19 +44,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def sweep(block_name: str, block, shape, args, device) -> dict[int, float]:
+def sweep(name: str, block, shape, args) -> dict[int, float]:
     """Median seconds of the block at each hidden width 1 ... out_channels."""
-    widths = list(range(1, block.out_channels + 1))
-    nets = {w: PrunedBasicBlock(dict(block_spec(block_name, block, None), mid_channels=w)).to(device).eval()
-            for w in widths}
-    times: dict[int, list[float]] = {w: [] for w in widths}
-    for w in widths:
-        ct.measure_latency(nets[w], shape, repeats=1, warmup=1, device=device, clock=args.clock)
-    for r in range(args.rounds):
-        for w in (widths if r % 2 == 0 else widths[::-1]):
-            times[w].append(ct.measure_latency(nets[w], shape, repeats=args.repeats, warmup=0, device=device,
-                                               clock=args.clock))
-    return {w: statistics.median(ts) for w, ts in times.items()}
+    jobs = {(w,): (block_at_width(name, block, w), shape) for w in range(1, block.out_channels + 1)}
+    seconds = time_alternating(jobs, rounds=args.rounds, repeats=args.repeats, clock=args.clock)
+    return {key[0]: s for key, s in seconds.items()}
 
 
 def rounding_effect(latency: dict[int, float], k: int) -> tuple[float, float]:
@@ -74,17 +65,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     device = timing_device(args)
     model = ct.build_model(args.arch, 10).to(device).eval()
-    shapes: dict[str, tuple] = {}
-    hooks = [b.register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, i[0].shape[1:]))
-             for n, b in model.blocks()]
-    with torch.no_grad():
-        model(torch.zeros(1, *model.input_shape, device=device))
-    for h in hooks:
-        h.remove()
-    firsts = [(n, b) for n, b in model.blocks() if n.endswith(".0")]
+    shapes = block_input_shapes(model, args.batch_size)
     result = {}
-    for name, block in firsts:
-        latency = sweep(name, block, (args.batch_size, *shapes[name]), args, device)
+    for name, block in [(n, b) for n, b in model.blocks() if n.endswith(".0")]:  # the first of each stage
+        latency = sweep(name, block, shapes[name], args)
         result[name] = {"ms": {w: 1e3 * s for w, s in latency.items()},
                         "rounding": {k: rounding_effect(latency, k) for k in (4, 8, 16)}}
     info = machine_info(device)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -184,7 +183,10 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _launcher() -> str:
     """How this process was started, for the command a run folder records."""
-    world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    from .training.distributed import from_environment
+
+    ranks = from_environment()
+    world, local = ranks.world, ranks.local_world
     if world == 1:
         return "python"
     nodes = f"--nnodes={world // local} " if world > local else ""

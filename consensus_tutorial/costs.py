@@ -142,8 +142,8 @@ COSTS: dict[str, Callable[..., CostModel]] = {"flops": flops_cost, "latency": la
 # ----------------------------------------------------------------------------- measuring a table
 
 
-def _block_inputs(model: ResNet, batch_size: int) -> dict[str, tuple[int, ...]]:
-    """{block name: its input shape (batch included)}, read from one forward pass."""
+def block_input_shapes(model: ResNet, batch_size: int) -> dict[str, tuple[int, ...]]:
+    """{block name: its input shape, batch ``batch_size`` included}, read from one forward pass."""
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = [block.register_forward_hook(lambda mod, inp, out, name=name: shapes.__setitem__(name, inp[0].shape[1:]))
              for name, block in model.blocks()]
@@ -156,14 +156,25 @@ def _block_inputs(model: ResNet, batch_size: int) -> dict[str, tuple[int, ...]]:
     return {name: (batch_size, *shape) for name, shape in shapes.items()}
 
 
+def block_at_width(name: str, block: torch.nn.Module, width: int) -> torch.nn.Module:
+    """The extracted form of residual block ``block`` with ``width`` hidden channels (the
+    shape channel gates at position b leave), freshly initialised, in eval mode."""
+    from .extraction import PrunedBasicBlock, block_spec
+
+    spec = dict(block_spec(name, block, None), mid_channels=width)
+    return PrunedBasicBlock(spec).to(next(block.parameters()).device).eval()
+
+
 def _width_grid(channels: int, points: int) -> list[int]:
     return sorted({max(1, round(w)) for w in np.linspace(1, channels, max(2, points))} | {channels})
 
 
-def _timed(jobs: dict[tuple, tuple[torch.nn.Module, tuple[int, ...]]], *, rounds: int, repeats: int,
+def time_alternating(jobs: dict[tuple, tuple[torch.nn.Module, tuple[int, ...]]], *, rounds: int, repeats: int,
            clock: str) -> dict[tuple, float]:
-    """Median seconds per job over ``rounds`` rounds, in alternating order (so that a change
-    of the machine's load hits every job alike)."""
+    """{key: median seconds of ``module`` on an input of ``shape``} for ``jobs`` {key: (module,
+    shape)}: every job warmed up, then ``rounds`` rounds of ``repeats`` passes each, in
+    alternating order (first to last, then last to first), so that a change of the
+    machine's load hits every job alike."""
     from .flops import measure_latency
 
     times: dict[tuple, list[float]] = {key: [] for key in jobs}
@@ -185,22 +196,19 @@ def measure_latency_table(model: ResNet, *, batch_size: int = 64, points: int = 
     stem (conv, BN, ReLU) and the head (pooling, classifier). Milliseconds per batch of
     ``batch_size`` images, medians. Returns the table (save it with ``json.dump``).
     """
-    from .extraction import PrunedBasicBlock, block_spec
-
     device = next(model.parameters()).device
-    shapes = _block_inputs(model, batch_size)
+    shapes = block_input_shapes(model, batch_size)
     jobs: dict[tuple, tuple[torch.nn.Module, tuple[int, ...]]] = {}
     for name, block in model.blocks():
         for width in _width_grid(block.out_channels, points):
-            spec = dict(block_spec(name, block, None), mid_channels=width)
-            jobs[(name, width)] = (PrunedBasicBlock(spec).to(device).eval(), shapes[name])
+            jobs[(name, width)] = (block_at_width(name, block, width), shapes[name])
     last = model.blocks()[-1][1]
     stem = torch.nn.Sequential(model.conv1, model.bn1, torch.nn.ReLU())
     head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), model.fc)
     final = (batch_size, last.out_channels, *[s // (2 ** (len(model.stages) - 1)) for s in model.input_shape[1:]])
     jobs[("stem",)] = (stem, (batch_size, *model.input_shape))
     jobs[("head",)] = (head, final)
-    seconds = _timed(jobs, rounds=rounds, repeats=repeats, clock=clock)
+    seconds = time_alternating(jobs, rounds=rounds, repeats=repeats, clock=clock)
     blocks = {}
     for name, block in model.blocks():
         widths = _width_grid(block.out_channels, points)

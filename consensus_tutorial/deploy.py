@@ -8,9 +8,9 @@ the ``MODES``:
 * ``"folded"``: every convolution followed by a batch norm becomes one convolution with a
   bias, ``W' = W * gamma / sqrt(var + eps)``, ``b' = beta - mu * gamma / sqrt(var + eps)``
   (per output channel), and the batch norm an identity; same logits in eval mode;
-* ``"folded+channels_last"``: the folded network with its weights, and the input the
-  caller gives it, in channels-last memory format (NHWC), which CPU and GPU convolution
-  kernels prefer;
+* ``"folded+channels_last"``: the folded network with its weights in channels-last memory
+  format (NHWC), which CPU and GPU convolution kernels prefer (its first convolution then
+  computes in that format whatever the input's);
 * ``"compiled"``: the folded channels-last network through ``torch.compile`` (on a CPU it
   needs a C++ compiler; the first calls compile).
 
@@ -56,12 +56,12 @@ def _compiled(net: nn.Module) -> nn.Module:
     return torch.compile(_channels_last(net))
 
 
-#: mode -> (network -> deployable copy, whether its input should be channels-last)
-MODES: dict[str, tuple[Callable[[nn.Module], nn.Module], bool]] = {
-    "eager": (lambda net: copy.deepcopy(net).eval(), False),
-    "folded": (fold_batchnorm, False),
-    "folded+channels_last": (_channels_last, True),
-    "compiled": (_compiled, True),
+#: mode -> (network -> deployable copy); a channels-last network takes either memory format
+MODES: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "eager": lambda net: copy.deepcopy(net).eval(),
+    "folded": fold_batchnorm,
+    "folded+channels_last": _channels_last,
+    "compiled": _compiled,
 }
 
 
@@ -69,4 +69,4 @@ def deployed(net: nn.Module, mode: str = "folded") -> nn.Module:
     """An inference copy of ``net`` for ``mode`` (see ``MODES``); the original is untouched."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}.")
-    return MODES[mode][0](net).eval()
+    return MODES[mode](net).eval()

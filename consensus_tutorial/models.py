@@ -31,8 +31,6 @@ from .positions import POSITIONS as GATE_POSITIONS
 from .positions import GatePosition, channel_positions, position_name
 
 GATINGS = (None, "layer", "channel")
-#: the channel-gate positions (``consensus_tutorial.positions`` holds the table)
-POSITIONS = channel_positions()
 CIFAR_DEPTHS_EXAMPLES = (20, 32, 44, 56, 110)
 
 

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from ._checks import check_choice
 from .gates import GateRecord
 from .costs import COSTS
-from .flops import count_flops
 from .models import ResNet
 from .regularizers import POLARIZERS, keep_ratio, polarization, sparsity_penalty
 
@@ -83,7 +82,7 @@ def keep_target(model: ResNet, target_rate: float, flops_aware: bool, *, cost: s
         return 1.0 - target_rate, None
     model_cost = COSTS[cost](model, latency_table)
     costs = torch.cat(list(model_cost.unit_costs().values())).double()
-    dense = float(count_flops(model.dense_copy())) if cost == "flops" else model_cost.dense(model)
+    dense = model_cost.dense(model)
     gated = float(costs.sum())
     fixed = dense - gated
     kappa = ((1.0 - target_rate) * dense - fixed) / gated

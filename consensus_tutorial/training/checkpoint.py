@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from .config import TrainConfig
 
 
-
 @dataclass
 class FitState:
     """What :func:`fit` carries from epoch to epoch (and what a checkpoint holds)."""

@@ -39,6 +39,7 @@ class Ranks:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    local_world: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -49,7 +50,8 @@ class Ranks:
 def from_environment() -> Ranks:
     """The ranks ``torchrun`` set in the environment (one process when it did not)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    return Ranks(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Ranks(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")),
+                 int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
 
 
 def start(ranks: Ranks, device: torch.device) -> bool:

@@ -32,7 +32,6 @@ from .config import TrainConfig
 from .optim import make_optimizers, make_weight_optimizer
 
 
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader, masks: dict | None = None, progress: bool = False, amp: bool = True
@@ -65,7 +64,6 @@ def _autocast(device: torch.device, amp: bool):
 
 
 # ----------------------------------------------------------------------------- loop
-
 
 
 @dataclass
@@ -211,6 +209,8 @@ class _Loop:
     def _forward_net(self) -> nn.Module:
         """The trained network, in DistributedDataParallel under several processes (wrapped
         again after a hand-over, which trains another network)."""
+        if not distributed.active():
+            return self.trainee.net
         frozen = tuple(g.is_frozen for g in gate_modules(self.trainee.net).values())
         key = (self.trainee.net, frozen)
         if self._wrapped is None or self._wrapped[0] != key:

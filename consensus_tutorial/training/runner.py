@@ -96,6 +96,8 @@ def run(
 
     With ``out``, writes there: ``checkpoint.pt`` (every epoch), ``history.json``,
     ``metrics.json`` and ``subnetwork.pt`` (load it with ``ct.load_subnetwork``).
+    Under torchrun only rank 0 extracts, evaluates and writes; the other processes return
+    ``{"rank": r}`` once it has.
     """
     config = config.validate()
     if config.threads:
