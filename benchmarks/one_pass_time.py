@@ -24,46 +24,45 @@ import tempfile
 from pathlib import Path
 
 from machine import machine_info, write_json
-from timing import add_run_args, train_history
+from timing import add_pair_args, add_run_args, train_pairs
+
+FLAGS = {"dense": ["--method", "dense"], "consensus": ["--method", "consensus"]}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_run_args(p, epochs=10)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--pairs", type=int, default=1, help="ABBA pairs of runs")
+    add_pair_args(p, pairs=1)
     return p.parse_args(argv)
 
 
-def gated_epochs_ratio(histories: dict[str, list[list[dict]]]) -> tuple[int | None, float | None]:
+def gated_epochs_ratio(histories: dict[str, list[list[dict]]], key: str) -> tuple[int | None, float | None]:
     """The number of whole epochs before the first consensus run's hand-over, and their time
-    against the same epochs of the dense runs (medians over runs; epoch-aligned, so the first
-    epoch's warm-up is on both sides). (None, None) when the run never handed over or did so
-    in its first epoch."""
+    (history ``key``) against the same epochs of the dense runs (medians over runs;
+    epoch-aligned, so the first epoch's warm-up is on both sides). (None, None) when the
+    run never handed over or did so in its first epoch."""
     run = histories["consensus"][0]
     handover = next((i for i, h in enumerate(run) if "handover_step" in h), None)
     if not handover:
         return handover, None
-    gated = statistics.median(sum(h["seconds"] for h in r[:handover]) for r in histories["consensus"])
-    dense = statistics.median(sum(h["seconds"] for h in r[:handover]) for r in histories["dense"])
+    gated = statistics.median(sum(h[key] for h in r[:handover]) for r in histories["consensus"])
+    dense = statistics.median(sum(h[key] for h in r[:handover]) for r in histories["dense"])
     return handover, gated / dense
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    order = [m for pair in range(args.pairs) for m in (("dense", "consensus") if pair % 2 == 0
-                                                         else ("consensus", "dense"))]
-    histories: dict[str, list[list[dict]]] = {"dense": [], "consensus": []}
+    key = "seconds" if args.clock == "wall" else "cpu_seconds"
     with tempfile.TemporaryDirectory() as tmp:
-        for i, method in enumerate(order):
-            out = Path(tmp) / f"{i}-{method}"
-            histories[method].append(train_history(args, out, ["--method", method], threads=args.threads))
-    total = {m: statistics.median(sum(h["seconds"] for h in run) for run in runs) for m, runs in histories.items()}
-    handover, gated_ratio = gated_epochs_ratio(histories)
+        histories = train_pairs(args, Path(tmp), FLAGS)
+    total = {m: statistics.median(sum(h[key] for h in run) for run in runs) for m, runs in histories.items()}
+    handover, gated_ratio = gated_epochs_ratio(histories, key)
     info = machine_info("cpu")
-    print(f"Total seconds (training + per-epoch evaluation of 500 images), {args.epochs} epochs on "
-          f"{args.limit_train} images, batch {args.batch_size}, {args.threads} threads, {args.pairs} ABBA pair(s)")
+    how = "side by side" if args.side_by_side else "in ABBA order"
+    print(f"Total {args.clock}-clock seconds (training + per-epoch evaluation of 500 images), {args.epochs} epochs "
+          f"on {args.limit_train} images, batch {args.batch_size}, {args.threads} thread(s) per run, "
+          f"{args.pairs} pair(s) {how}")
     print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
     print(f"dense: {total['dense']:.1f} s; one pass (default consensus): {total['consensus']:.1f} s; "
           f"one pass / dense: {total['consensus'] / total['dense']:.2f}")
@@ -73,10 +72,11 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, {"what": "total one-pass training time against dense training, same schedule",
                                "command": "python benchmarks/one_pass_time.py " + " ".join(argv or sys.argv[1:]),
-                               "machine": info, "total_s": total, "ratio": total["consensus"] / total["dense"],
+                               "machine": info, "clock": args.clock, "side_by_side": args.side_by_side,
+                               "total_s": total, "ratio": total["consensus"] / total["dense"],
                                "handover_epoch": None if handover is None else handover + 1,
                                "gated_epoch_ratio": gated_ratio,
-                               "histories_seconds": {m: [[h["seconds"] for h in r] for r in runs]
+                               "histories_seconds": {m: [[h[key] for h in r] for r in runs]
                                                      for m, runs in histories.items()}})
     return 0
 

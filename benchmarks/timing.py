@@ -78,18 +78,76 @@ def add_run_args(p: argparse.ArgumentParser, epochs: int) -> None:
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=128, help="the (global) batch")
     p.add_argument("--json", type=Path, default=None, help="also write the result and the machine here")
+    p.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false",
+                   help="train on CIFAR files whose md5 sums are not the published ones (generated test data)")
+
+
+def _train_command(args: argparse.Namespace, out: Path, flags: list[str], processes: int,
+                   threads: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one training run (see :func:`train_history`)."""
+    root = Path(__file__).resolve().parents[1]
+    command = ["train", "--data-root", args.data_root, "--epochs", str(args.epochs), "--limit-train",
+               str(args.limit_train), "--limit-test", "500", "--batch-size", str(args.batch_size),
+               "--threads", str(threads), "--quiet", "--out", str(out), *flags]
+    if not getattr(args, "verify_checksums", True):
+        command.append("--no-verify-checksums")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(root)}
+    return [*(launcher if processes > 1 else [sys.executable]), "-m", "consensus_tutorial", *command], env
+
+
+def _history(out: Path, done: subprocess.CompletedProcess | subprocess.Popen, stderr: str) -> list[dict]:
+    if done.returncode != 0:
+        raise SystemExit(f"the training run for {out.name} failed:\n{stderr[-3000:]}")
+    return json.loads((out / "history.json").read_text())
 
 
 def train_history(args: argparse.Namespace, out: Path, flags: list[str], processes: int = 1,
                   threads: int = 1) -> list[dict]:
     """Train one run (``python -m consensus_tutorial train``, under torchrun with ``processes``
     > 1) with the data and schedule of ``args`` plus ``flags``; return its ``history.json``."""
-    root = Path(__file__).resolve().parents[1]
-    command = ["train", "--data-root", args.data_root, "--epochs", str(args.epochs), "--limit-train",
-               str(args.limit_train), "--limit-test", "500", "--batch-size", str(args.batch_size),
-               "--threads", str(threads), "--quiet", "--out", str(out), *flags]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(root)}
-    subprocess.run([*(launcher if processes > 1 else [sys.executable]), "-m", "consensus_tutorial", *command],
-                   cwd=root, env=env, check=True, capture_output=True, text=True)
-    return json.loads((out / "history.json").read_text())
+    command, env = _train_command(args, out, flags, processes, threads)
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True)
+    return _history(out, done, done.stderr)
+
+
+def train_side_by_side(args: argparse.Namespace, runs: dict[str, tuple[Path, list[str]]],
+                       threads: int = 1) -> dict[str, list[dict]]:
+    """Train the ``runs`` {name: (out folder, flags)} at the same time, one process each with
+    ``threads`` threads (on a machine with a core per run, whatever disturbs the machine
+    disturbs all of them alike); return {name: history}."""
+    procs = {}
+    for name, (out, flags) in runs.items():
+        command, env = _train_command(args, out, flags, 1, threads)
+        procs[name] = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    errors = {name: proc.communicate()[1] for name, proc in procs.items()}
+    return {name: _history(runs[name][0], proc, errors[name]) for name, proc in procs.items()}
+
+
+def add_pair_args(p: argparse.ArgumentParser, pairs: int) -> None:
+    """--threads, --pairs, --side-by-side and --clock of the benchmarks that time pairs of runs."""
+    p.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    p.add_argument("--pairs", type=int, default=pairs, help="pairs of runs (ABBA order, or side by side)")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="train the two runs of a pair at the same time (use --threads 1 on a 2-core "
+                        "machine): a change of the machine's load then hits both alike")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="sum the epochs' wall seconds, or the processes' CPU seconds (history's cpu_seconds)")
+
+
+def train_pairs(args: argparse.Namespace, folder: Path, flags: dict[str, list[str]]) -> dict[str, list[list[dict]]]:
+    """``args.pairs`` pairs of runs, one run of each of the two ``flags`` {name: flags} per
+    pair, side by side (``args.side_by_side``) or one after the other in ABBA order; returns
+    {name: [history of each run]}."""
+    first, second = flags
+    histories: dict[str, list[list[dict]]] = {name: [] for name in flags}
+    for pair in range(args.pairs):
+        runs = {name: (folder / f"{pair}-{name}", flags[name]) for name in flags}
+        if args.side_by_side:
+            for name, history in train_side_by_side(args, runs, threads=args.threads).items():
+                histories[name].append(history)
+            continue
+        for name in ((first, second) if pair % 2 == 0 else (second, first)):
+            histories[name].append(train_history(args, runs[name][0], runs[name][1], threads=args.threads))
+    return histories

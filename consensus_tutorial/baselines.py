@@ -27,6 +27,7 @@ gate is only the mask that the surgery reads.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ def masks_for_flops(
     uniform: bool = True,
     min_channels: int | Mapping[str, int] = 1,
     cost: CostModel | None = None,
+    round_to: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Masks that keep the highest-scoring units and remove about ``target_rate`` of the
     whole network's FLOPs (the largest kept set whose FLOPs stay within the budget), or of
@@ -60,6 +62,9 @@ def masks_for_flops(
         uniform: keep the same share of units in every gate (True), or rank all units
             network-wide (False).
         min_channels: fewest units a gate keeps (one number, or one per gate name).
+        round_to: round every channel gate's kept count up to a multiple of this (or to
+            all its channels) *before* the budget is checked, so that the rounded masks
+            still meet it (the search then keeps fewer units elsewhere).
     """
     gates = gate_modules(model)
     total = (cost or flops_cost(model)).total
@@ -68,16 +73,22 @@ def masks_for_flops(
     budget = (1.0 - target_rate) * dense
     order = {n: torch.argsort(scores[n].float().cpu(), descending=True, stable=True) for n in gates}
 
+    def rounded(name: str, count: int) -> int:
+        gate = gates[name]
+        if round_to is None or count == 0 or gate.unit != "channel":
+            return count
+        return min(gate.units, math.ceil(count / round_to) * round_to)
+
     def keep_counts(level: float) -> dict[str, int]:
         if uniform:
-            return {n: max(floor[n], round(level * g.units)) for n, g in gates.items()}
+            return {n: rounded(n, max(floor[n], round(level * g.units))) for n, g in gates.items()}
         # network-wide ranking by position, so that tied scores cannot all pass one cut
         flat = torch.cat([scores[n].float().cpu() for n in gates])
         k = max(1, round(level * flat.numel()))
         top = torch.zeros(flat.numel(), dtype=torch.bool)
         top[torch.argsort(flat, descending=True, stable=True)[:k]] = True
         per_gate = torch.split(top, [gates[n].units for n in gates])
-        return {n: max(floor[n], int(t.sum())) for n, t in zip(gates, per_gate)}
+        return {n: rounded(n, max(floor[n], int(t.sum()))) for n, t in zip(gates, per_gate)}
 
     def masks_at(level: float) -> dict[str, torch.Tensor]:
         masks = {}
@@ -213,7 +224,8 @@ class PruneAtHooks(MethodHooks):
             masks = masks_with_widths(model, self.score(model), read_widths(self.config.widths_from))
         else:
             masks = masks_for_flops(model, self.score(model), self.config.target_rate,
-                                    uniform=self.uniform, min_channels=max(1, self.config.min_channels))
+                                    uniform=self.uniform, min_channels=max(1, self.config.min_channels),
+                                    round_to=self.config.round_to)
         freeze_gates(model, masks)
 
 

@@ -7,7 +7,9 @@ mask usable for surgery:
 * ``min_channels`` (default 1): a channel gate keeps at least this many channels (the
   ones with the highest rates), so a layer cannot collapse;
 * ``round_to`` (optional, e.g. 8): the number of kept channels of a channel gate is
-  rounded up to a multiple of it (hardware-friendly widths).
+  rounded up to a multiple of it (hardware-friendly widths). Rounding up adds FLOPs; the
+  trainer's cut at the freeze (``settle="freeze"``) rounds *within* the budget instead
+  (:func:`~consensus_tutorial.baselines.masks_for_flops` with ``round_to``).
 
 Block gates (layer gating) are left as they are: closing a whole block is allowed.
 

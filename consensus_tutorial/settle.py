@@ -13,7 +13,9 @@ One-pass training has two phases in one run with one learning-rate schedule:
 
 At the freeze, the mask is cut to the budget exactly: the units with the highest firing
 rates that fit it (``budget_masks``), so that a pruned network is compared with others
-at the FLOPs it was asked for. If the mask has not settled by the ``deadline`` step, the
+at the FLOPs it was asked for. With ``round_to``, the cut rounds every layer's kept
+channels up to a multiple before it checks the budget, so that the rounded widths still
+meet it; the readings before the cut are the gates' own, unrounded masks. If the mask has not settled by the ``deadline`` step, the
 gates are frozen anyway, the same way.
 
 Why: the mask of a short run settles within tens of steps, and training the remaining

@@ -108,3 +108,28 @@ def test_the_benchmark_writes_a_table_the_trainer_reads(tmp_path):
     assert all(row["widths"][-1] in (16, 32, 64) for row in table["blocks"].values())
     assert "ms per channel" in done.stdout
     TrainConfig(arch="resnet20", cost="latency", latency_table=str(out)).validate()
+
+
+def test_the_latency_target_benchmark_compares_measured_with_asked_latency(tmp_path):
+    """benchmarks/latency_target.py trains a latency-aware run on a hand-made table and
+    times its extracted network: the table's prediction for the kept widths meets the
+    asked share (the cut's budget), and the reported error is measured / asked - 1."""
+    from fakedata import make_cifar
+
+    make_cifar(tmp_path / "data", "cifar10", n_per_file=16, n_test=16)
+    model = ct.cifar_resnet(20, gating="channel", gate="static")
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(_table(model, expensive="stages.2.2") | {"batch_size": 2, "clock": "cpu"}))
+    out = tmp_path / "target.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "latency_target.py"), "--data-root", str(tmp_path / "data"),
+         "--limit-train", "64", "--epochs", "1", "--batch-size", "32", "--latency-table", str(table),
+         "--target-rate", "0.3", "--train-threads", "1", "--rounds", "1", "--repeats", "1", "--json", str(out),
+         "--no-verify-checksums"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["predicted_share"] <= 0.7 + 1e-9
+    assert result["kept_units"]["stages.2.2.gate"] < 64  # the dear block gave up channels
+    assert result["relative_error"] == pytest.approx(result["extracted_s"] / (0.7 * result["dense_s"]) - 1)
+    assert "measured / asked - 1" in done.stdout

@@ -39,7 +39,7 @@ def _stop_after_first_epoch(epoch, record):
 
 
 def _strip_times(history):
-    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+    return [{k: v for k, v in h.items() if k not in ("seconds", "cpu_seconds")} for h in history]
 
 
 @pytest.mark.filterwarnings("ignore:.*checksums")
@@ -127,6 +127,37 @@ def test_masks_for_flops_meets_the_budget():
         masks = masks_for_flops(model, l1_scores(model), 0.5, uniform=uniform)
         kept = ct.predicted_flops(model, masks)
         assert 0.45 * dense <= kept <= 0.5 * dense
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_budget_cut_rounds_widths_and_still_meets_the_budget(uniform):
+    """With ``round_to``, every channel gate keeps a multiple of it (or all its channels)
+    and the masks stay within the FLOPs budget, where rounding the unrounded cut's widths
+    up afterwards (what ``consensus_masks(round_to=...)`` does) goes over it."""
+    from consensus_tutorial.baselines import l1_scores, masks_for_flops
+
+    torch.manual_seed(0)
+    model = ct.cifar_resnet(20, gating="channel", gate="static")
+    gates = ct.gate_modules(model)
+    dense = ct.predicted_flops(model, {n: torch.ones(g.units, dtype=torch.bool) for n, g in gates.items()})
+    scores = l1_scores(model)
+    masks = masks_for_flops(model, scores, 0.45, uniform=uniform, round_to=8)
+    assert all(int(m.sum()) % 8 == 0 or int(m.sum()) == gates[n].units for n, m in masks.items())
+    assert ct.predicted_flops(model, masks) <= 0.55 * dense
+    plain = masks_for_flops(model, scores, 0.45, uniform=uniform)
+    assert any(int(m.sum()) % 8 for m in plain.values())  # the unrounded cut has other widths
+    rounded_up = {n: torch.zeros_like(m).index_fill_(0, torch.argsort(scores[n], descending=True, stable=True)[
+        : min(gates[n].units, -(-int(m.sum()) // 8) * 8)], True) for n, m in plain.items()}
+    assert ct.predicted_flops(model, rounded_up) > 0.55 * dense
+
+
+@pytest.mark.filterwarnings("ignore:.*checksums")
+def test_run_with_round_to_keeps_rounded_widths_within_the_budget(cifar_root):
+    config = small_config(cifar_root, round_to=4, target_rate=0.5, epochs=2, settle_deadline=0.2)
+    metrics = run(config, None, progress=False)
+    assert metrics["pruning_rate_flops"] >= 0.5 - 1e-9
+    widths = metrics["kept_units"].values()
+    assert all(k % 4 == 0 for k in widths), widths
 
 
 def test_flops_target_out_of_reach_is_explained():

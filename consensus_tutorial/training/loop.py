@@ -106,7 +106,8 @@ def fit(
     end), disagreement (live test decisions vs the current consensus masks; 0 once the
     gates are frozen), mean_firing_rate {gate: mean r}, firing_rates {gate: [r_j]},
     kept_units, flops_masked (the FLOPs the current masks would give the extracted
-    network), seconds; in the epoch in which the gates froze (``settle="freeze"``),
+    network), seconds (wall clock), cpu_seconds (CPU time of this process, all threads);
+    in the epoch in which the gates froze (``settle="freeze"``),
     ``settle``: {step, epoch, reason, removed, top1_live, top1_frozen, disagreement}; in
     the epoch of the hand-over to the extracted network, ``handover_step``.
 
@@ -172,10 +173,11 @@ def make_settler(config: TrainConfig, total_steps: int) -> Settler | None:
         floors = {n: 0 if config.gating == "layer" else max(1, config.min_channels, math.ceil(config.min_keep * g.units - 1e-9))
                   for n, g in gates.items()}  # a layer gate may close its block; a channel layer keeps one channel
         return masks_for_flops(model, rates, config.target_rate, uniform=config.budget_allocation == "uniform",
-                               min_channels=floors, cost=cost_of(model))
+                               min_channels=floors, cost=cost_of(model), round_to=config.round_to)
 
+    unrounded = dataclasses.replace(config, round_to=None)  # the gates' own decisions; the cut rounds
     return Settler(
-        masks_of=lambda model: _masks(model, config), budget_masks=budget_masks, target_rate=config.target_rate,
+        masks_of=lambda model: _masks(model, unrounded), budget_masks=budget_masks, target_rate=config.target_rate,
         flops_aware=config.flops_aware, window=int(config.settle_window), tolerance=config.settle_tolerance,
         deadline_step=max(1, round(config.settle_deadline * total_steps)), max_flips=config.settle_flips,
         cost_of=cost_of,
@@ -252,7 +254,7 @@ class _Loop:
 
     def epoch(self, state: FitState, epoch: int, progress: bool) -> dict:
         """Train epoch ``epoch`` (0-based), evaluate, append the record to the history."""
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         self.hooks.on_epoch_start(self.model, epoch)
         handover = self._maybe_hand_over(state.step)
         self.trainee.net.train()
@@ -282,6 +284,7 @@ class _Loop:
         if handover is not None:
             record["handover_step"] = handover
         record["seconds"] = time.perf_counter() - started
+        record["cpu_seconds"] = time.process_time() - cpu_started  # all threads of this process
         state.elapsed += record["seconds"]
         state.history.append(record)
         state.epoch = epoch + 1
