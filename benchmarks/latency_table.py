@@ -6,11 +6,14 @@ network lets the sparsity target count milliseconds instead of multiply-accumula
 
     python -m consensus_tutorial train ... --cost latency --latency-table TABLE.json
 
-What it measures: the network of ``--arch`` (dense), each residual block timed alone with
-1 ... all of its hidden channels (``--points`` widths; the shape an extracted block has
-with channel gates at position b), plus the fixed stem and head, at batch ``--batch-size``;
-medians over ``--rounds`` rounds in alternating order of ``--repeats`` passes each
-(:func:`consensus_tutorial.costs.measure_latency_table`). It prints the table and each
+What it measures: the network of ``--arch``, each residual block timed with 1 ... all of
+its hidden channels (``--points`` widths; the shape an extracted block has with channel
+gates at position b) inside forward passes of whole networks (hooks at each block's entry
+and exit), plus the fixed stem and head, at batch ``--batch-size``; medians over
+``--rounds`` rounds in alternating order of ``--repeats`` passes each
+(:func:`consensus_tutorial.costs.measure_latency_table`). Tables written before version 2
+timed each block alone; on this CPU those times summed to about 1.5 times the whole
+network's. It prints the table and each
 block's slope (ms per channel, what one gated unit of that block costs) against its MACs
 per channel.
 

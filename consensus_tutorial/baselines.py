@@ -39,8 +39,17 @@ from torch import nn
 
 from .consensus import freeze_gates, gate_modules
 from .costs import CostModel, flops_cost
+from .gates import Gate
 from .models import ResNet
 from .regularizers import polarization
+
+
+def _round_up(count: int, gate: Gate, round_to: int | None) -> int:
+    """``count`` kept units of ``gate`` rounded up to a multiple of ``round_to`` (at most all
+    of its units); counts of layer gates, zero counts and ``round_to=None`` stay as they are."""
+    if round_to is None or count == 0 or gate.unit != "channel":
+        return count
+    return min(gate.units, math.ceil(count / round_to) * round_to)
 
 
 def masks_for_flops(
@@ -73,22 +82,16 @@ def masks_for_flops(
     budget = (1.0 - target_rate) * dense
     order = {n: torch.argsort(scores[n].float().cpu(), descending=True, stable=True) for n in gates}
 
-    def rounded(name: str, count: int) -> int:
-        gate = gates[name]
-        if round_to is None or count == 0 or gate.unit != "channel":
-            return count
-        return min(gate.units, math.ceil(count / round_to) * round_to)
-
     def keep_counts(level: float) -> dict[str, int]:
         if uniform:
-            return {n: rounded(n, max(floor[n], round(level * g.units))) for n, g in gates.items()}
+            return {n: _round_up(max(floor[n], round(level * g.units)), g, round_to) for n, g in gates.items()}
         # network-wide ranking by position, so that tied scores cannot all pass one cut
         flat = torch.cat([scores[n].float().cpu() for n in gates])
         k = max(1, round(level * flat.numel()))
         top = torch.zeros(flat.numel(), dtype=torch.bool)
         top[torch.argsort(flat, descending=True, stable=True)[:k]] = True
         per_gate = torch.split(top, [gates[n].units for n in gates])
-        return {n: rounded(n, max(floor[n], int(t.sum()))) for n, t in zip(gates, per_gate)}
+        return {n: _round_up(max(floor[n], int(t.sum())), gates[n], round_to) for n, t in zip(gates, per_gate)}
 
     def masks_at(level: float) -> dict[str, torch.Tensor]:
         masks = {}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,31 +188,87 @@ def time_alternating(jobs: dict[tuple, tuple[torch.nn.Module, tuple[int, ...]]],
     return {key: float(np.median(ts)) for key, ts in times.items()}
 
 
+def _hook_timer(parts: Mapping[str, torch.nn.Module], now: Callable[[], float], sync: Callable[[], None],
+                times: dict[str, list[float]]) -> list:
+    """Hooks that append each part's seconds per forward pass to ``times[name]``; returns
+    their handles (remove them when done)."""
+    started: dict[str, float] = {}
+
+    def enter(name: str) -> Callable:
+        def hook(module, args):
+            sync()
+            started[name] = now()
+        return hook
+
+    def leave(name: str) -> Callable:
+        def hook(module, args, output):
+            sync()
+            times[name].append(now() - started[name])
+        return hook
+
+    handles = []
+    for name, part in parts.items():
+        handles += [part.register_forward_pre_hook(enter(name)), part.register_forward_hook(leave(name))]
+    return handles
+
+
+def _network_at(model: ResNet, widths: Mapping[str, int]) -> tuple[torch.nn.Sequential, dict[str, torch.nn.Module]]:
+    """The extracted form of ``model`` with ``widths[block]`` hidden channels per block (eval
+    mode, fresh weights), as a sequence of parts: stem, every block, head."""
+    import copy
+
+    last = model.blocks()[-1][1]
+    parts = {"stem": torch.nn.Sequential(copy.deepcopy(model.conv1), copy.deepcopy(model.bn1), torch.nn.ReLU())}
+    parts |= {name: block_at_width(name, block, widths[name]) for name, block in model.blocks()}
+    parts["head"] = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                        torch.nn.Linear(last.out_channels, model.num_classes))
+    return torch.nn.Sequential(*parts.values()).to(next(model.parameters()).device).eval(), parts
+
+
 def measure_latency_table(model: ResNet, *, batch_size: int = 64, points: int = 6, rounds: int = 3,
                           repeats: int = 5, clock: str = "wall") -> dict[str, Any]:
     """Measure a latency table of ``model``'s architecture on the device it sits on.
 
-    Every residual block is timed alone at ``points`` hidden widths from 1 to full (the
-    shape of an extracted block with channel gates at position b); the fixed part is the
-    stem (conv, BN, ReLU) and the head (pooling, classifier). Milliseconds per batch of
-    ``batch_size`` images, medians. Returns the table (save it with ``json.dump``).
+    Every residual block is timed at ``points`` hidden widths from 1 to full (the shape of
+    an extracted block with channel gates at position b) *inside a forward pass of a whole
+    network*: the k-th of ``points`` networks has every block at the k-th width of its grid,
+    and hooks on each block's entry and exit time it, so that it sees the inputs, caches and
+    memory layouts it sees in a real network. The fixed part is the stem (conv, BN, ReLU)
+    and the head (pooling, classifier). Milliseconds per batch of ``batch_size`` images,
+    medians over ``rounds`` rounds of ``repeats`` passes (the networks in alternating
+    order). Returns the table (save it with ``json.dump``).
     """
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu'; got {clock!r}.")
     device = next(model.parameters()).device
-    shapes = block_input_shapes(model, batch_size)
-    jobs: dict[tuple, tuple[torch.nn.Module, tuple[int, ...]]] = {}
-    for name, block in model.blocks():
-        for width in _width_grid(block.out_channels, points):
-            jobs[(name, width)] = (block_at_width(name, block, width), shapes[name])
-    last = model.blocks()[-1][1]
-    stem = torch.nn.Sequential(model.conv1, model.bn1, torch.nn.ReLU())
-    head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), model.fc)
-    final = (batch_size, last.out_channels, *[s // (2 ** (len(model.stages) - 1)) for s in model.input_shape[1:]])
-    jobs[("stem",)] = (stem, (batch_size, *model.input_shape))
-    jobs[("head",)] = (head, final)
-    seconds = time_alternating(jobs, rounds=rounds, repeats=repeats, clock=clock)
-    blocks = {}
-    for name, block in model.blocks():
-        widths = _width_grid(block.out_channels, points)
-        blocks[name] = {"widths": widths, "ms": [round(1e3 * seconds[(name, w)], 5) for w in widths]}
-    return {"format": LATENCY_TABLE_FORMAT, "version": 1, "batch_size": batch_size, "device": str(device),
-            "clock": clock, "fixed_ms": round(1e3 * (seconds[("stem",)] + seconds[("head",)]), 5), "blocks": blocks}
+    grids = {name: _width_grid(block.out_channels, points) for name, block in model.blocks()}
+    steps = max(len(g) for g in grids.values())
+    now = time.perf_counter if clock == "wall" else time.process_time
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    samples: dict[tuple, list[float]] = {}
+    networks = []
+    for k in range(steps):
+        widths = {name: grid[min(k, len(grid) - 1)] for name, grid in grids.items()}
+        net, parts = _network_at(model, widths)
+        times: dict[str, list[float]] = {name: [] for name in parts}
+        networks.append((net, _hook_timer(parts, now, sync, times), times, widths))
+    x = torch.randn(batch_size, *model.input_shape, device=device)
+    try:
+        with torch.no_grad():
+            for r in range(-1, rounds):  # round -1: untimed warm-up
+                for net, _, times, widths in (networks if r % 2 == 0 else networks[::-1]):
+                    for _ in range(repeats if r >= 0 else 2):
+                        net(x)
+                    for name, ts in times.items():
+                        key = (name, widths.get(name))
+                        samples.setdefault(key, []).extend(ts if r >= 0 else [])
+                        ts.clear()
+    finally:
+        for _, handles, _, _ in networks:
+            for handle in handles:
+                handle.remove()
+    ms = {key: 1e3 * float(np.median(ts)) for key, ts in samples.items()}
+    blocks = {name: {"widths": grid, "ms": [round(ms[(name, w)], 5) for w in grid]} for name, grid in grids.items()}
+    fixed = float(np.median([ms[k] for k in ms if k[0] == "stem"]) + np.median([ms[k] for k in ms if k[0] == "head"]))
+    return {"format": LATENCY_TABLE_FORMAT, "version": 2, "batch_size": batch_size, "device": str(device),
+            "clock": clock, "method": "in-network", "fixed_ms": round(fixed, 5), "blocks": blocks}

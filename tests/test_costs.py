@@ -12,7 +12,7 @@ import torch
 
 import consensus_tutorial as ct
 from consensus_tutorial.baselines import masks_for_flops
-from consensus_tutorial.costs import flops_cost, latency_cost, load_latency_table
+from consensus_tutorial.costs import flops_cost, latency_cost, load_latency_table, measure_latency_table
 from consensus_tutorial.gates import GateRecord
 from consensus_tutorial.objective import Objective, keep_target
 from consensus_tutorial.training import TrainConfig
@@ -95,6 +95,19 @@ def test_bad_tables_and_settings_are_refused_with_what_to_do(tmp_path):
         latency_cost(a, _table(a))
     with pytest.raises(ValueError, match="no row for blocks"):
         latency_cost(ct.cifar_resnet(14, gating="channel"), _table(a))
+
+
+def test_a_measured_table_times_every_block_inside_the_network_and_leaves_no_hooks():
+    model = ct.cifar_resnet(8)
+    table = measure_latency_table(model, batch_size=2, points=3, rounds=1, repeats=1, clock="cpu")
+    assert table["method"] == "in-network" and table["version"] == 2
+    assert {n: row["widths"] for n, row in table["blocks"].items()} == {
+        "stages.0.0": [1, 8, 16], "stages.1.0": [1, 16, 32], "stages.2.0": [1, 32, 64]}
+    assert all(ms > 0 for row in table["blocks"].values() for ms in row["ms"]) and table["fixed_ms"] > 0
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    load_latency_table(table)  # the trainer reads what the measurement writes
+    with pytest.raises(ValueError, match="clock"):
+        measure_latency_table(model, clock="gpu")
 
 
 def test_the_benchmark_writes_a_table_the_trainer_reads(tmp_path):
