@@ -39,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--latency-table", type=Path, default=ROOT / "results/benchmarks/latency_table_resnet20_quiet.json",
                    help="a table written by benchmarks/latency_table.py on this machine")
     p.add_argument("--target-rate", type=float, default=0.2, help="the share of the measured latency to remove")
+    p.add_argument("--seed", type=int, default=0, help="the training run's seed")
     p.add_argument("--train-threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=6, help="ABBA rounds of the latency measurement")
     p.add_argument("--repeats", type=int, default=10, help="timed passes per model per round")
@@ -61,7 +62,8 @@ def train_and_time(args: argparse.Namespace, table: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "latency-run"
         train_history(args, out, ["--cost", "latency", "--latency-table", str(args.latency_table.resolve()),
-                                  "--target-rate", str(args.target_rate), "--allocation", "global"],
+                                  "--target-rate", str(args.target_rate), "--allocation", "global",
+                                  "--seed", str(args.seed)],
                       threads=args.train_threads)
         if threads:
             torch.set_num_threads(threads)
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
         write_json(args.json, {
             "what": "latency-aware target: measured latency of the extracted network against the asked latency",
             "command": "python benchmarks/latency_target.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "machine": info, "table": str(args.latency_table), "target_rate": args.target_rate,
+            "machine": info, "table": str(args.latency_table), "target_rate": args.target_rate, "seed": args.seed,
             "kept_units": metrics["kept_units"], "pruning_rate_flops": metrics["pruning_rate_flops"],
             **{k: r[k] for k in ("dense_s", "extracted_s", "asked_s", "predicted_share", "table_dense_ms")},
             "measured_share": measured, "relative_error": error})
