@@ -19,7 +19,7 @@ per channel.
 
 Run (from the repository root; a minute or two on a 2-core CPU)::
 
-    .venv/bin/python benchmarks/latency_table.py --threads 1 --clock cpu --out results/benchmarks/latency_table_resnet20.json
+    .venv/bin/python benchmarks/latency_table.py --threads 1 --clock cpu --rounds 5 --out results/benchmarks/latency_table_resnet20_innet.json
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ rounds. The run asks for ``(1 - T)`` of the dense latency; the script prints wha
 table predicts for the extracted network's widths, what the clock says, and the measured
 latency against the asked one (``measured / asked - 1``; the issue's bar is 5%).
 
-Run (from the repository root; about five minutes on a 2-core CPU)::
+Run (from the repository root; about a minute on a 2-core CPU)::
 
     .venv/bin/python benchmarks/latency_target.py --data-root ../shared/data/cifar10 \\
-        --latency-table results/benchmarks/latency_table_resnet20_quiet.json \\
-        --json results/benchmarks/latency_target.json
+        --latency-table results/benchmarks/latency_table_resnet20_innet.json \\
+        --json results/benchmarks/latency_target_innet.json
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_run_args(p, epochs=3)
-    p.add_argument("--latency-table", type=Path, default=ROOT / "results/benchmarks/latency_table_resnet20_quiet.json",
+    p.add_argument("--latency-table", type=Path, default=ROOT / "results/benchmarks/latency_table_resnet20_innet.json",
                    help="a table written by benchmarks/latency_table.py on this machine")
     p.add_argument("--target-rate", type=float, default=0.2, help="the share of the measured latency to remove")
     p.add_argument("--seed", type=int, default=0, help="the training run's seed")
