@@ -25,7 +25,6 @@ Run (from the repository root; about a minute on a 2-core CPU):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from machine import machine_info, write_json
 from timing import add_timing_args, check_timing_args, timing_device
 
 import consensus_tutorial as ct
-from consensus_tutorial.costs import block_input_shapes
+from consensus_tutorial.costs import block_input_shapes, time_alternating
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,6 +47,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def print_table(rows: list[dict], batch_sizes: list[int]) -> None:
+    """The per-block table: MACs, and time, share of time and MACs per µs at each batch size."""
+    print()
+    header = "| block | input (C x H x W) | M MACs per image | share of MACs |"
+    rule = "|---|---|---|---|"
+    for batch in batch_sizes:
+        header += f" ms, batch {batch} | share of time, batch {batch} | MACs per µs, batch {batch} |"
+        rule += "---|---|---|"
+    print(header)
+    print(rule)
+    for row in rows:
+        line = f"| {row['block']} | {row['input']} | {row['macs'] / 1e6:.2f} | {100 * row['macs_share']:.1f}% |"
+        for batch in batch_sizes:
+            line += (f" {1e3 * row[f'latency_b{batch}_s']:.3f} | {100 * row[f'latency_share_b{batch}']:.1f}% |"
+                     f" {row[f'macs_per_us_b{batch}']:.0f} |")
+        print(line)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = timing_device(args)
@@ -57,20 +74,14 @@ def main(argv=None) -> int:
     shapes = {name: shape[1:] for name, shape in block_input_shapes(model, 1).items()}  # (C, H, W)
     macs = {name: ct.count_flops(blocks[name], (1, *shapes[name])) for name in blocks}
 
-    rows = []
     latency: dict[int, dict[str, float]] = {}
-    for batch in args.batch_sizes:
-        times: dict[str, list[float]] = {name: [] for name in blocks}
-        for name in blocks:  # untimed warm-up of every block first
-            ct.measure_latency(blocks[name], (batch, *shapes[name]), repeats=1, warmup=args.warmup,
-                               device=device, clock=args.clock)
-        for r in range(args.rounds):
-            order = list(blocks) if r % 2 == 0 else list(reversed(blocks))
-            for name in order:
-                times[name].append(ct.measure_latency(blocks[name], (batch, *shapes[name]), repeats=args.repeats,
-                                                      warmup=0, device=device, clock=args.clock))
-        latency[batch] = {name: statistics.median(ts) for name, ts in times.items()}
+    for batch in args.batch_sizes:  # blocks warmed up, then timed in alternating order
+        jobs = {(name,): (blocks[name], (batch, *shapes[name])) for name in blocks}
+        seconds = time_alternating(jobs, rounds=args.rounds, repeats=args.repeats, clock=args.clock,
+                                   warmup=args.warmup)
+        latency[batch] = {name: seconds[(name,)] for name in blocks}
 
+    rows = []
     total_macs = sum(macs.values())
     for name in blocks:
         stage, index = (int(k) for k in name.split(".")[1:])
@@ -87,20 +98,7 @@ def main(argv=None) -> int:
     print(f"Latency of each residual block of a dense {args.arch}, timed alone in turn: batch sizes "
           f"{args.batch_sizes}, {args.rounds} rounds of {args.repeats} passes, {args.clock} clock (medians)")
     print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
-    print()
-    header = "| block | input (C x H x W) | M MACs per image | share of MACs |"
-    rule = "|---|---|---|---|"
-    for batch in args.batch_sizes:
-        header += f" ms, batch {batch} | share of time, batch {batch} | MACs per µs, batch {batch} |"
-        rule += "---|---|---|"
-    print(header)
-    print(rule)
-    for row in rows:
-        line = f"| {row['block']} | {row['input']} | {row['macs'] / 1e6:.2f} | {100 * row['macs_share']:.1f}% |"
-        for batch in args.batch_sizes:
-            line += (f" {1e3 * row[f'latency_b{batch}_s']:.3f} | {100 * row[f'latency_share_b{batch}']:.1f}% |"
-                     f" {row[f'macs_per_us_b{batch}']:.0f} |")
-        print(line)
+    print_table(rows, args.batch_sizes)
     print()
     for batch in args.batch_sizes:
         first, last = rows[0], rows[-1]

@@ -105,15 +105,11 @@ def main(argv=None) -> int:
     print(f"Input pipeline against a dense ResNet-20 training step: CIFAR-10, batch {args.batch_size}, "
           f"{args.batches} batches per round, {args.rounds} ABBA rounds (medians)")
     print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
-    print()
-    print(f"decoding {decode['images']} training images once: {decode['wall_s']:.1f} s wall, "
-          f"{decode['cpu_s']:.1f} s CPU")
-    print("| per batch | wall ms | CPU ms |")
-    print("|---|---|---|")
+    print(f"\ndecoding {decode['images']} training images once: {decode['wall_s']:.1f} s wall, "
+          f"{decode['cpu_s']:.1f} s CPU\n| per batch | wall ms | CPU ms |\n|---|---|---|")
     for name, words in (("pipeline", "input pipeline (BatchLoader)"), ("step", "training step (dense)")):
         print(f"| {words} | {1e3 * per_batch[name]['wall_s']:.1f} | {1e3 * per_batch[name]['cpu_s']:.1f} |")
-    print()
-    print(f"input pipeline / (pipeline + step): wall {share['wall_s']:.3f}, CPU {share['cpu_s']:.3f}")
+    print(f"\ninput pipeline / (pipeline + step): wall {share['wall_s']:.3f}, CPU {share['cpu_s']:.3f}")
     if args.json:
         write_json(args.json, {
             "what": "input pipeline vs dense training step, per batch, ABBA medians",

@@ -136,6 +136,27 @@ def _row(name: str, values: list[float], cpu: list[float] | None = None) -> str:
             f"{max(values):.2f} | {cpu_cell} |")
 
 
+def print_ratios(dense: Runner, gated: Runner, device: torch.device) -> float:
+    """Print the gated / dense ratios; return the median of the per-round wall ratios."""
+
+    def ratio(g: list[float], d: list[float]) -> str:
+        return f"{statistics.median(g) / statistics.median(d):.3f}"
+
+    paired = statistics.median(g / d for g, d in zip(gated.train_s, dense.train_s))
+    print("gated / dense:")
+    print(f"  training pass, wall, median of the per-round ratios (each round's two epochs ran "
+          f"back to back): {paired:.3f}")
+    print(f"  training pass, wall, ratio of the medians: {ratio(gated.train_s, dense.train_s)}")
+    print(f"  training pass, wall, ratio of the fastest epochs (least disturbed by other jobs): "
+          f"{min(gated.train_s) / min(dense.train_s):.3f}")
+    if device.type == "cpu":
+        print(f"  training pass, CPU time of the process, ratio of the medians: "
+              f"{ratio(gated.train_cpu_s, dense.train_cpu_s)}")
+    print(f"  whole epoch as fit records it (incl. its per-epoch test eval), wall, ratio of the medians: "
+          f"{ratio(gated.epoch_s, dense.epoch_s)}")
+    return paired
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -182,21 +203,7 @@ def main(argv=None) -> int:
     print(_row("gated, whole epoch (fit)", gated.epoch_s))
     print()
 
-    def ratio(g: list[float], d: list[float]) -> str:
-        return f"{statistics.median(g) / statistics.median(d):.3f}"
-
-    paired = statistics.median(g / d for g, d in zip(gated.train_s, dense.train_s))
-    print("gated / dense:")
-    print(f"  training pass, wall, median of the per-round ratios (each round's two epochs ran "
-          f"back to back): {paired:.3f}")
-    print(f"  training pass, wall, ratio of the medians: {ratio(gated.train_s, dense.train_s)}")
-    print(f"  training pass, wall, ratio of the fastest epochs (least disturbed by other jobs): "
-          f"{min(gated.train_s) / min(dense.train_s):.3f}")
-    if device.type == "cpu":
-        print(f"  training pass, CPU time of the process, ratio of the medians: "
-              f"{ratio(gated.train_cpu_s, dense.train_cpu_s)}")
-    print(f"  whole epoch as fit records it (incl. its per-epoch test eval), wall, ratio of the medians: "
-          f"{ratio(gated.epoch_s, dense.epoch_s)}")
+    paired = print_ratios(dense, gated, device)
     if args.json:
         write_json(args.json, {
             "what": "seconds per training epoch, dense vs gated (channel gates at b, full objective), ABBA order",

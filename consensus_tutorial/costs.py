@@ -171,16 +171,16 @@ def _width_grid(channels: int, points: int) -> list[int]:
 
 
 def time_alternating(jobs: dict[tuple, tuple[torch.nn.Module, tuple[int, ...]]], *, rounds: int, repeats: int,
-           clock: str) -> dict[tuple, float]:
+                     clock: str, warmup: int = 2) -> dict[tuple, float]:
     """{key: median seconds of ``module`` on an input of ``shape``} for ``jobs`` {key: (module,
-    shape)}: every job warmed up, then ``rounds`` rounds of ``repeats`` passes each, in
-    alternating order (first to last, then last to first), so that a change of the
-    machine's load hits every job alike."""
+    shape)}: every job warmed up (``warmup`` passes), then ``rounds`` rounds of ``repeats``
+    passes each, in alternating order (first to last, then last to first), so that a
+    change of the machine's load hits every job alike."""
     from .flops import measure_latency
 
     times: dict[tuple, list[float]] = {key: [] for key in jobs}
     for key, (module, shape) in jobs.items():  # untimed warm-up of every job
-        measure_latency(module, shape, repeats=1, warmup=2, clock=clock)
+        measure_latency(module, shape, repeats=1, warmup=warmup, clock=clock)
     for r in range(rounds):
         for key in (list(jobs) if r % 2 == 0 else list(reversed(jobs))):
             module, shape = jobs[key]
