@@ -19,7 +19,7 @@ per channel.
 
 Run (from the repository root; a minute or two on a 2-core CPU)::
 
-    .venv/bin/python benchmarks/latency_table.py --threads 1 --clock cpu --rounds 5 --out results/benchmarks/latency_table_resnet20_innet.json
+    .venv/bin/python benchmarks/latency_table.py --threads 1 --clock cpu --out results/benchmarks/latency_table_resnet20_fine.json
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--arch", default="resnet20", help="a network of ct.build_model")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64, help="images per timed pass (the training batch is larger)")
-    p.add_argument("--points", type=int, default=6, help="hidden widths per block, from 1 to full")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds over all blocks and widths")
-    p.add_argument("--repeats", type=int, default=5, help="timed passes per block and width per round")
+    p.add_argument("--points", type=int, default=64,
+                   help="hidden widths per block, from 1 to full (64: every width of a CIFAR ResNet)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds over all the networks")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per network per round")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads; None leaves torch's own choice")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",

@@ -225,8 +225,8 @@ def _network_at(model: ResNet, widths: Mapping[str, int]) -> tuple[torch.nn.Sequ
     return torch.nn.Sequential(*parts.values()).to(next(model.parameters()).device).eval(), parts
 
 
-def measure_latency_table(model: ResNet, *, batch_size: int = 64, points: int = 6, rounds: int = 3,
-                          repeats: int = 5, clock: str = "wall") -> dict[str, Any]:
+def measure_latency_table(model: ResNet, *, batch_size: int = 64, points: int = 64, rounds: int = 3,
+                          repeats: int = 3, clock: str = "wall") -> dict[str, Any]:
     """Measure a latency table of ``model``'s architecture on the device it sits on.
 
     Every residual block is timed at ``points`` hidden widths from 1 to full (the shape of
@@ -236,7 +236,10 @@ def measure_latency_table(model: ResNet, *, batch_size: int = 64, points: int = 
     memory layouts it sees in a real network. The fixed part is the stem (conv, BN, ReLU)
     and the head (pooling, classifier). Milliseconds per batch of ``batch_size`` images,
     medians over ``rounds`` rounds of ``repeats`` passes (the networks in alternating
-    order). Returns the table (save it with ``json.dump``).
+    order). The default of 64 points times every width of a CIFAR ResNet: kernels change
+    at some widths (on the CPU of this package's book a 32-channel block took 5.4 ms with
+    16 hidden channels and 7.4 ms with 17), which a coarse grid interpolates away.
+    Returns the table (save it with ``json.dump``).
     """
     if clock not in ("wall", "cpu"):
         raise ValueError(f"clock must be 'wall' or 'cpu'; got {clock!r}.")

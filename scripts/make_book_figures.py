@@ -20,7 +20,7 @@ OUT = ROOT / "book" / "figures"
 #: the run of two processes the running page draws
 TWO_PROCESSES = ROOT / "results" / "distributed" / "cpu-2proc"
 #: the latency table the method page draws (benchmarks/latency_table.py wrote it)
-LATENCY_TABLE = ROOT / "results" / "benchmarks" / "latency_table_resnet20_innet.json"
+LATENCY_TABLE = ROOT / "results" / "benchmarks" / "latency_table_resnet20_fine.json"
 
 
 def main() -> None:
