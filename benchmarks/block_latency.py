@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 import torch
-from machine import machine_info, write_json
+from machine import command_line, machine_info, machine_line, write_json
 from timing import add_timing_args, check_timing_args, timing_device
 
 import consensus_tutorial as ct
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     info = machine_info(device)
     print(f"Latency of each residual block of a dense {args.arch}, timed alone in turn: batch sizes "
           f"{args.batch_sizes}, {args.rounds} rounds of {args.repeats} passes, {args.clock} clock (medians)")
-    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print(machine_line(info))
     print_table(rows, args.batch_sizes)
     print()
     for batch in args.batch_sizes:
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, {
             "what": "latency of each residual block of a dense network, timed alone, medians over rounds",
-            "command": "python benchmarks/block_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": command_line(__file__, argv),
             "machine": info, "arch": args.arch, "batch_sizes": args.batch_sizes, "rounds": args.rounds,
             "repeats": args.repeats, "clock": args.clock, "rows": rows,
         })

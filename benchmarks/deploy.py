@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
-from machine import machine_info, write_json
+from machine import command_line, machine_info, machine_line, write_json
 from timing import add_timing_args, check_timing_args, paired_latency, timing_device
 
 import consensus_tutorial as ct
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     info = machine_info(device)
     print(f"{args.arch}, channel gates at b, {100 * (1 - flops_ratio):.1f}% of the FLOPs removed "
           f"(FLOPs ratio {flops_ratio:.3f}); {args.clock} clock, {args.rounds} rounds of {args.repeats} passes")
-    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print(machine_line(info))
     print("| mode | batch | dense ms | extracted ms | latency ratio | latency cut / FLOPs cut |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
               f"{r['latency_ratio']:.3f} | {r['share_of_flops_cut']:.2f} |")
     if args.json:
         write_json(args.json, {"what": "latency ratio extracted / dense per deployment mode", "machine": info,
-                               "command": "python benchmarks/deploy.py " + " ".join(argv or sys.argv[1:]),
+                               "command": command_line(__file__, argv),
                                "flops_ratio": flops_ratio, "rows": rows})
     return 0
 

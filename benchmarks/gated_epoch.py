@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from machine import machine_info, write_json
+from machine import command_line, machine_info, machine_line, write_json
 from timing import add_pair_args, add_run_args, train_pairs
 
 FLAGS = {"dense": ["--method", "dense"], "gated": ["--method", "consensus", "--settle", "live"]}
@@ -51,13 +51,13 @@ def main(argv=None) -> int:
     print(f"Gated (live gates, no hand-over) against dense: {args.epochs} epochs on {args.limit_train} images, "
           f"batch {args.batch_size}, {args.threads} thread(s) per run, pairs {how}, {args.clock}-clock seconds of "
           "training + evaluation of 500 images per epoch")
-    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print(machine_line(info))
     for pair, (d, g) in enumerate(zip(seconds["dense"], seconds["gated"])):
         print(f"pair {pair + 1}: dense {d:.1f} s, gated {g:.1f} s, ratio {g / d:.3f}")
     print(f"gated epoch / dense epoch: median {statistics.median(ratios):.3f} over {args.pairs} pair(s)")
     if args.json:
         write_json(args.json, {"what": "gated (live) epoch against dense epoch, same schedule",
-                               "command": "python benchmarks/gated_epoch.py " + " ".join(argv or sys.argv[1:]),
+                               "command": command_line(__file__, argv),
                                "machine": info, "clock": args.clock, "side_by_side": args.side_by_side,
                                "seconds": seconds, "ratios": ratios,
                                "median_ratio": statistics.median(ratios)})

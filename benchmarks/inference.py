@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 import torch
-from machine import machine_info, write_json
+from machine import command_line, machine_info, machine_line, write_json
 from timing import add_timing_args, check_timing_args, paired_latency, timing_device
 from tqdm.auto import tqdm
 
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     print()
     print(f"Inference: extracted / dense, {device}, median over {args.rounds} rounds (ABBA interleaved) of "
           f"ct.measure_latency medians of {args.repeats} passes ({args.clock} clock), random masks (seed {args.seed}), 10 classes")
-    print("machine: " + "; ".join(f"{k} {v}" for k, v in machine_info(device).items()))
+    print(machine_line(machine_info(device)))
     print()
     head = ["model", "gating (share of units closed)", "FLOPs ratio", "params ratio"]
     head += [f"latency ratio (batch {b})" for b in args.batch_sizes]
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, {
             "what": "extracted / dense ratios of FLOPs, parameters and latency (lat<batch>), random masks",
-            "command": "python benchmarks/inference.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": command_line(__file__, argv),
             "machine": machine_info(device), "clock": args.clock, "rounds": args.rounds, "repeats": args.repeats, "seed": args.seed,
             "batch_sizes": args.batch_sizes, "rows": rows,
             "dense_ms": {f"{arch} batch {b}": statistics.median(v) for (arch, b), v in dense_ms.items()},

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from machine import machine_info, write_json
+from machine import command_line, machine_info, machine_line, write_json
 
 import consensus_tutorial as ct
 from consensus_tutorial.data import DATA_ENV, BatchLoader, data_root, load_dataset
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     info = machine_info(torch.device("cpu"))
     print(f"Input pipeline against a dense ResNet-20 training step: CIFAR-10, batch {args.batch_size}, "
           f"{args.batches} batches per round, {args.rounds} ABBA rounds (medians)")
-    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print(machine_line(info))
     print(f"\ndecoding {decode['images']} training images once: {decode['wall_s']:.1f} s wall, "
           f"{decode['cpu_s']:.1f} s CPU\n| per batch | wall ms | CPU ms |\n|---|---|---|")
     for name, words in (("pipeline", "input pipeline (BatchLoader)"), ("step", "training step (dense)")):
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, {
             "what": "input pipeline vs dense training step, per batch, ABBA medians",
-            "command": "python benchmarks/input_pipeline.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": command_line(__file__, argv),
             "machine": info, "batch_size": args.batch_size, "batches": args.batches, "rounds": args.rounds,
             "decode": decode, "per_batch": per_batch, "share": share,
         })

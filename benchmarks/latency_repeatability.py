@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from machine import machine_info, write_json
+from machine import command_line, machine_info, machine_line, write_json
 from timing import add_timing_args, check_timing_args, load_run, paired_latency, timing_device
 
 DEFAULT_RUNS = ["results/cifar10-resnet20/random-0.5", "results/cifar10-resnet20/channel-b-0.5",
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     info = machine_info(timing_device(args))
     print(f"Extracted/dense latency ratio in {args.processes} separate processes per run: {args.rounds} ABBA "
           f"rounds of {args.repeats} passes each, {args.clock} clock (medians)")
-    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print(machine_line(info))
     print()
     print("| run | batch | ratio in each process | min | median | max | max - min |")
     print("|---|---|---|---|---|---|---|")
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, {
             "what": "extracted/dense latency ratio of committed runs, measured in separate processes",
-            "command": "python benchmarks/latency_repeatability.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": command_line(__file__, argv),
             "machine": info, "batch_sizes": args.batch_sizes, "processes": args.processes, "rounds": args.rounds,
             "repeats": args.repeats, "clock": args.clock, "rows": rows,
         })

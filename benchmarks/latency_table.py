@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 import torch
-from machine import machine_info, write_json
+from machine import command_line, machine_info, write_json
 from timing import timing_device
 
 import consensus_tutorial as ct
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     table = measure_latency_table(model, batch_size=args.batch_size, points=args.points, rounds=args.rounds,
                                   repeats=args.repeats, clock=args.clock)
     table |= {"arch": args.arch, "machine": machine_info(device),
-              "command": "python benchmarks/latency_table.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "command": command_line(__file__, argv)}
     gated = ct.build_model(args.arch, args.num_classes, gating="channel", position="b", gate="static")
     slopes = {n.removesuffix(".gate"): float(c[0]) for n, c in latency_cost(gated, table).unit_costs().items()}
     macs = {n.removesuffix(".gate"): float(c[0]) for n, c in ct.unit_flops(gated).items()}

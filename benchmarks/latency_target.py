@@ -10,7 +10,8 @@ latency against the asked one (``measured / asked - 1``). One process's latency 
 a large batch can be off by more than 5% on a shared machine: keep the run and time it
 again in fresh processes with ``benchmarks/latency_repeatability.py``.
 
-Run (from the repository root; about a minute on a 2-core CPU, plus two for the repeats)::
+Run (from the repository root; about a minute on a 2-core CPU, and under a minute for
+five repeats)::
 
     .venv/bin/python benchmarks/latency_target.py --data-root ../shared/data/cifar10 \\
         --latency-table results/benchmarks/latency_table_resnet20_fine.json --keep-run runs/latency-seed0
@@ -26,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from machine import machine_info, write_json
+from machine import command_line, machine_info, machine_line, write_json
 from timing import add_run_args, load_run, paired_latency, train_history
 
 import consensus_tutorial as ct
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     print(f"Latency-aware target {args.target_rate} (asks for {1 - args.target_rate:.2f} of the dense latency); "
           f"table {args.latency_table.name}; batch {r['batch']}, {r['clock']} clock, {r['threads'] or 'default'} "
           "thread(s), eager mode")
-    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print(machine_line(info))
     print(f"kept widths: {list(metrics['kept_units'].values())}; FLOPs removed {metrics['pruning_rate_flops']:.3f}; "
           f"top-1 {metrics['top1_extracted']:.2f} ({args.epochs} epochs on {args.limit_train} images)")
     print(f"dense {1e3 * r['dense_s']:.2f} ms (table {r['table_dense_ms']:.2f} ms); extracted "
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, {
             "what": "latency-aware target: measured latency of the extracted network against the asked latency",
-            "command": "python benchmarks/latency_target.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": command_line(__file__, argv),
             "machine": info, "table": str(args.latency_table), "target_rate": args.target_rate, "seed": args.seed,
             "kept_units": metrics["kept_units"], "pruning_rate_flops": metrics["pruning_rate_flops"],
             **{k: r[k] for k in ("dense_s", "extracted_s", "asked_s", "predicted_share", "table_dense_ms")},

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from machine import machine_info, write_json
+from machine import command_line, machine_info, machine_line, write_json
 from timing import add_pair_args, add_run_args, train_pairs
 
 FLAGS = {"dense": ["--method", "dense"], "consensus": ["--method", "consensus"]}
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     print(f"Total {args.clock}-clock seconds (training + per-epoch evaluation of 500 images), {args.epochs} epochs "
           f"on {args.limit_train} images, batch {args.batch_size}, {args.threads} thread(s) per run, "
           f"{args.pairs} pair(s) {how}")
-    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print(machine_line(info))
     print(f"dense: {total['dense']:.1f} s; one pass (default consensus): {total['consensus']:.1f} s; "
           f"one pass / dense: {total['consensus'] / total['dense']:.2f}")
     if gated_ratio is not None:
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
               f"epochs: gated epoch / dense epoch {gated_ratio:.2f}")
     if args.json:
         write_json(args.json, {"what": "total one-pass training time against dense training, same schedule",
-                               "command": "python benchmarks/one_pass_time.py " + " ".join(argv or sys.argv[1:]),
+                               "command": command_line(__file__, argv),
                                "machine": info, "clock": args.clock, "side_by_side": args.side_by_side,
                                "total_s": total, "ratio": total["consensus"] / total["dense"],
                                "handover_epoch": None if handover is None else handover + 1,

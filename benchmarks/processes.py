@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from machine import machine_info, write_json
+from machine import command_line, machine_info, machine_line, write_json
 from timing import add_run_args, train_history
 
 
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     print(f"Seconds per epoch as history.json records them (training on {args.limit_train} images, global batch "
           f"{args.batch_size}, and rank 0's evaluation of 500 test images), mean of epochs 2-{args.epochs}; "
           f"a CPU check of the multi-process path, run one after the other")
-    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print(machine_line(info))
     print("| processes | threads each | s per epoch |")
     print("|---|---|---|")
     for n in (1, 2):
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     print(f"two processes / one process: {mean[2] / mean[1]:.2f}")
     if args.json:
         write_json(args.json, {"what": "training seconds per epoch, one process vs two (torchrun, gloo)",
-                               "command": "python benchmarks/processes.py " + " ".join(argv or sys.argv[1:]),
+                               "command": command_line(__file__, argv),
                                "machine": info, "seconds": {str(n): s for n, s in seconds.items()},
                                "ratio": mean[2] / mean[1]})
     return 0

@@ -29,7 +29,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from machine import machine_info, write_json
+from machine import command_line, machine_info, write_json
 from timing import add_timing_args, check_timing_args, load_run, paired_latency, timing_device
 from tqdm.auto import tqdm
 
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     out = {
         "what": "extracted networks re-loaded from subnetwork.pt alone: FLOPs, re-evaluated top-1 and "
                 "latency against the dense network, measured side by side (benchmarks/results_check.py)",
-        "command": "python benchmarks/results_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line(__file__, argv),
         "machine": machine_info(device),
         "timing": {"batch_sizes": args.batch_sizes, "clock": args.clock, "rounds": args.rounds, "repeats": args.repeats,
                    "order": "ABBA interleaved, median over rounds of ct.measure_latency medians"},

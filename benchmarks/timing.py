@@ -10,6 +10,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -17,6 +18,8 @@ import torch
 import consensus_tutorial as ct
 from consensus_tutorial.data import data_root
 from consensus_tutorial.training import select_device
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def add_timing_args(p: argparse.ArgumentParser, batch_sizes: list[int]) -> None:
@@ -85,14 +88,13 @@ def add_run_args(p: argparse.ArgumentParser, epochs: int) -> None:
 def _train_command(args: argparse.Namespace, out: Path, flags: list[str], processes: int,
                    threads: int) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of one training run (see :func:`train_history`)."""
-    root = Path(__file__).resolve().parents[1]
     command = ["train", "--data-root", args.data_root, "--epochs", str(args.epochs), "--limit-train",
                str(args.limit_train), "--limit-test", "500", "--batch-size", str(args.batch_size),
                "--threads", str(threads), "--quiet", "--out", str(out), *flags]
     if not getattr(args, "verify_checksums", True):
         command.append("--no-verify-checksums")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(root)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     return [*(launcher if processes > 1 else [sys.executable]), "-m", "consensus_tutorial", *command], env
 
 
@@ -107,7 +109,7 @@ def train_history(args: argparse.Namespace, out: Path, flags: list[str], process
     """Train one run (``python -m consensus_tutorial train``, under torchrun with ``processes``
     > 1) with the data and schedule of ``args`` plus ``flags``; return its ``history.json``."""
     command, env = _train_command(args, out, flags, processes, threads)
-    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     return _history(out, done, done.stderr)
 
 
@@ -116,13 +118,19 @@ def train_side_by_side(args: argparse.Namespace, runs: dict[str, tuple[Path, lis
     """Train the ``runs`` {name: (out folder, flags)} at the same time, one process each with
     ``threads`` threads (on a machine with a core per run, whatever disturbs the machine
     disturbs all of them alike); return {name: history}."""
-    procs = {}
+    procs, logs = {}, {}
     for name, (out, flags) in runs.items():
         command, env = _train_command(args, out, flags, 1, threads)
-        procs[name] = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    errors = {name: proc.communicate()[1] for name, proc in procs.items()}
-    return {name: _history(runs[name][0], proc, errors[name]) for name, proc in procs.items()}
+        logs[name] = tempfile.TemporaryFile(mode="w+")  # not a pipe: a full pipe would stall the run
+        procs[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=logs[name],
+                                       text=True)
+    histories = {}
+    for name, proc in procs.items():
+        proc.wait()
+        logs[name].seek(0)
+        histories[name] = _history(runs[name][0], proc, logs[name].read())
+        logs[name].close()
+    return histories
 
 
 def add_pair_args(p: argparse.ArgumentParser, pairs: int) -> None:

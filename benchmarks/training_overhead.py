@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import machine_info, write_json
+from machine import command_line, machine_info, machine_line, write_json
 from tqdm.auto import tqdm
 
 import consensus_tutorial as ct
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
           f"({len(dense.train)} batches of {args.batch_size}), {len(test)} test images for fit's per-epoch eval")
     print(f"gated = channel gates at (b), dynamic K=1, {len(gates)} gates / "
           f"{sum(g.units for g in gates.values())} channels, full objective (target rate {gated_cfg.target_rate})")
-    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print(machine_line(info))
     print()
     print("| mode | epochs timed | median wall s | min wall s | max wall s | median CPU s |")
     print("|---|---|---|---|---|---|")
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     if args.json:
         write_json(args.json, {
             "what": "seconds per training epoch, dense vs gated (channel gates at b, full objective), ABBA order",
-            "command": "python benchmarks/training_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "command": command_line(__file__, argv),
             "machine": info, "arch": args.arch, "train_images": len(train), "test_images": len(test),
             "batch_size": args.batch_size,
             "dense": {"train_s": dense.train_s, "train_cpu_s": dense.train_cpu_s, "epoch_s": dense.epoch_s},

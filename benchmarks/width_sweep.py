@@ -23,7 +23,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from machine import machine_info, write_json
+from machine import command_line, machine_info, machine_line, write_json
 from timing import timing_device
 
 import consensus_tutorial as ct
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     info = machine_info(device)
     print(f"{args.arch}: first block of each stage at every hidden width, batch {args.batch_size}, "
           f"{args.clock} clock; does rounding the width up to a multiple of k make it faster?")
-    print("machine: " + "; ".join(f"{k} {v}" for k, v in info.items()))
+    print(machine_line(info))
     print("| block | full width ms | k | round-up faster for | mean ms(rounded) / ms(width) |")
     print("|---|---|---|---|---|")
     for name, r in result.items():
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
             print(f"| {name} | {max(r['ms'].items())[1]:.2f} | {k} | {100 * faster:.0f}% of widths | {ratio:.3f} |")
     if args.json:
         write_json(args.json, {"what": "block latency at every hidden width; effect of rounding widths up",
-                               "command": "python benchmarks/width_sweep.py " + " ".join(argv or sys.argv[1:]),
+                               "command": command_line(__file__, argv),
                                "machine": info, "blocks": result})
     return 0
 

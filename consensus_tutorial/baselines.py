@@ -27,7 +27,6 @@ gate is only the mask that the surgery reads.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,19 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .consensus import freeze_gates, gate_modules
+from .consensus import freeze_gates, gate_modules, round_up_kept
 from .costs import CostModel, flops_cost
-from .gates import Gate
 from .models import ResNet
 from .regularizers import polarization
-
-
-def _round_up(count: int, gate: Gate, round_to: int | None) -> int:
-    """``count`` kept units of ``gate`` rounded up to a multiple of ``round_to`` (at most all
-    of its units); counts of layer gates, zero counts and ``round_to=None`` stay as they are."""
-    if round_to is None or count == 0 or gate.unit != "channel":
-        return count
-    return min(gate.units, math.ceil(count / round_to) * round_to)
 
 
 def masks_for_flops(
@@ -76,22 +66,21 @@ def masks_for_flops(
             still meet it (the search then keeps fewer units elsewhere).
     """
     gates = gate_modules(model)
-    total = (cost or flops_cost(model)).total
+    cost = cost or flops_cost(model)
     floor = min_channels if isinstance(min_channels, Mapping) else {n: min_channels for n in gates}
-    dense = total({n: torch.ones(g.units, dtype=torch.bool) for n, g in gates.items()})
-    budget = (1.0 - target_rate) * dense
+    budget = (1.0 - target_rate) * cost.dense(model)
     order = {n: torch.argsort(scores[n].float().cpu(), descending=True, stable=True) for n in gates}
 
     def keep_counts(level: float) -> dict[str, int]:
         if uniform:
-            return {n: _round_up(max(floor[n], round(level * g.units)), g, round_to) for n, g in gates.items()}
+            return {n: round_up_kept(max(floor[n], round(level * g.units)), g, round_to) for n, g in gates.items()}
         # network-wide ranking by position, so that tied scores cannot all pass one cut
         flat = torch.cat([scores[n].float().cpu() for n in gates])
         k = max(1, round(level * flat.numel()))
         top = torch.zeros(flat.numel(), dtype=torch.bool)
         top[torch.argsort(flat, descending=True, stable=True)[:k]] = True
         per_gate = torch.split(top, [gates[n].units for n in gates])
-        return {n: _round_up(max(floor[n], int(t.sum())), gates[n], round_to) for n, t in zip(gates, per_gate)}
+        return {n: round_up_kept(max(floor[n], int(t.sum())), gates[n], round_to) for n, t in zip(gates, per_gate)}
 
     def masks_at(level: float) -> dict[str, torch.Tensor]:
         masks = {}
@@ -104,7 +93,7 @@ def masks_for_flops(
     lo, hi = 0.0, 1.0
     for _ in range(30):  # bisection on the kept share
         mid = (lo + hi) / 2
-        if total(masks_at(mid)) <= budget:
+        if cost.total(masks_at(mid)) <= budget:
             lo = mid
         else:
             hi = mid

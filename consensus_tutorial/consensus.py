@@ -52,6 +52,14 @@ def _top_units(rate: torch.Tensor, count: int) -> torch.Tensor:
     return mask
 
 
+def round_up_kept(count: int, gate: Gate, round_to: int | None) -> int:
+    """``count`` kept units of ``gate`` rounded up to a multiple of ``round_to`` (at most all
+    of its units); counts of layer gates, zero counts and ``round_to=None`` stay as they are."""
+    if round_to is None or count == 0 or gate.unit != "channel":
+        return count
+    return min(gate.units, math.ceil(count / round_to) * round_to)
+
+
 def consensus_masks(
     model: nn.Module,
     threshold: float = 0.5,
@@ -87,9 +95,7 @@ def consensus_masks(
         mask = rate >= threshold
         if gate.unit == "channel":
             floor = max(min_channels, math.ceil(min_share * gate.units - 1e-9))
-            kept = max(int(mask.sum()), min(floor, gate.units))
-            if round_to is not None and kept > 0:
-                kept = min(gate.units, math.ceil(kept / round_to) * round_to)
+            kept = round_up_kept(max(int(mask.sum()), min(floor, gate.units)), gate, round_to)
             if kept != int(mask.sum()):
                 mask = _top_units(rate, kept)
         masks[name] = mask

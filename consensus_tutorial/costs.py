@@ -272,6 +272,6 @@ def measure_latency_table(model: ResNet, *, batch_size: int = 64, points: int = 
                 handle.remove()
     ms = {key: 1e3 * float(np.median(ts)) for key, ts in samples.items()}
     blocks = {name: {"widths": grid, "ms": [round(ms[(name, w)], 5) for w in grid]} for name, grid in grids.items()}
-    fixed = float(np.median([ms[k] for k in ms if k[0] == "stem"]) + np.median([ms[k] for k in ms if k[0] == "head"]))
+    fixed = ms[("stem", None)] + ms[("head", None)]
     return {"format": LATENCY_TABLE_FORMAT, "version": 2, "batch_size": batch_size, "device": str(device),
             "clock": clock, "method": "in-network", "fixed_ms": round(fixed, 5), "blocks": blocks}

@@ -15,8 +15,8 @@ At the freeze, the mask is cut to the budget exactly: the units with the highest
 rates that fit it (``budget_masks``), so that a pruned network is compared with others
 at the FLOPs it was asked for. With ``round_to``, the cut rounds every layer's kept
 channels up to a multiple before it checks the budget, so that the rounded widths still
-meet it; the readings before the cut are the gates' own, unrounded masks. If the mask has not settled by the ``deadline`` step, the
-gates are frozen anyway, the same way.
+meet it; the readings before the cut are the gates' own, unrounded masks. If the mask
+has not settled by the ``deadline`` step, the gates are frozen anyway, the same way.
 
 Why: the mask of a short run settles within tens of steps, and training the remaining
 epochs with live gates, the STE and the penalties costs accuracy that the fixed network
@@ -80,7 +80,7 @@ class Settler:
         if self.flops_aware:
             if self._cost is None:  # the same for every reading: built and counted once
                 self._cost = self.cost_of(model)
-                self._dense = self._cost.total({n: torch.ones_like(m) for n, m in masks.items()})
+                self._dense = self._cost.dense(model)
             return 1.0 - self._cost.total(masks) / self._dense
         kept = sum(int(m.sum()) for m in masks.values())
         return 1.0 - kept / sum(m.numel() for m in masks.values())

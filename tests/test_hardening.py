@@ -53,7 +53,7 @@ def world(tmp_path_factory):
     (empty / "train_jpeg.npz").write_bytes(b"")
     badjpeg = base / "badjpeg"
     for split in ("train", "test"):
-        files = make_pack(badjpeg / f"{split}_jpeg.npz", np.arange(40) % 10, CLASSES)
+        make_pack(badjpeg / f"{split}_jpeg.npz", np.arange(40) % 10, CLASSES)
     with np.load(badjpeg / "train_jpeg.npz") as a:
         jpeg = a["jpeg"].copy()
         offsets = a["offsets"]

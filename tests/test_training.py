@@ -135,6 +135,7 @@ def test_budget_cut_rounds_widths_and_still_meets_the_budget(uniform):
     and the masks stay within the FLOPs budget, where rounding the unrounded cut's widths
     up afterwards (what ``consensus_masks(round_to=...)`` does) goes over it."""
     from consensus_tutorial.baselines import l1_scores, masks_for_flops
+    from consensus_tutorial.consensus import round_up_kept
 
     torch.manual_seed(0)
     model = ct.cifar_resnet(20, gating="channel", gate="static")
@@ -146,8 +147,9 @@ def test_budget_cut_rounds_widths_and_still_meets_the_budget(uniform):
     assert ct.predicted_flops(model, masks) <= 0.55 * dense
     plain = masks_for_flops(model, scores, 0.45, uniform=uniform)
     assert any(int(m.sum()) % 8 for m in plain.values())  # the unrounded cut has other widths
-    rounded_up = {n: torch.zeros_like(m).index_fill_(0, torch.argsort(scores[n], descending=True, stable=True)[
-        : min(gates[n].units, -(-int(m.sum()) // 8) * 8)], True) for n, m in plain.items()}
+    order = {n: torch.argsort(scores[n], descending=True, stable=True) for n in plain}
+    rounded_up = {n: torch.zeros_like(m).index_fill_(0, order[n][:round_up_kept(int(m.sum()), gates[n], 8)], True)
+                  for n, m in plain.items()}
     assert ct.predicted_flops(model, rounded_up) > 0.55 * dense
 
 
